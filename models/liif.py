@@ -1,0 +1,116 @@
+"""LIIF decoder (local implicit image function) with a width-sliceable MLP.
+
+Same function as LIIF's ``query_rgb`` with feature unfolding, relative coordinates, cell decoding and
+the local ensemble, computed in a cheaper order: the MLP's first layer is linear in the 3×3-unfolded
+features, and every query that lands in one LR cell sees the same unfolded vector. So that part is
+applied once per LR pixel, as a 3×3 convolution of the features into the first hidden layer
+(:meth:`LIIFDecoder.prepare`), and each query only gathers its cell's row and adds the 4-input
+coordinate/cell term (:meth:`LIIFDecoder.query`). The weights keep LIIF's layout (a Linear over
+576 + 2 + 2 inputs), so the saving changes no parameter and no result beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.sliced_layers import SlicedMLP
+from models.spec import ModelSpec
+from models.widths import channels_at
+
+#: LIIF's tiny shift that keeps a query exactly on a cell border from picking both neighbours.
+_EPS_SHIFT = 1e-6
+
+
+class LIIFDecoder(nn.Module):
+    """Decodes RGB at arbitrary continuous coordinates from encoder features."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.feat_dim = spec.n_feats * 9
+        # Inputs: unfolded features (C·9), relative coordinate (2), cell size (2).
+        self.mlp = SlicedMLP(self.feat_dim + 4, spec.decoder_hidden, 3)
+
+    def hidden_sizes(self, width: float) -> list[int]:
+        """Hidden sizes at ``width``: sliced in slim mode, always full in paper mode."""
+        return decoder_hidden_sizes(self.spec, width)
+
+    def prepare(self, features: torch.Tensor, width: float) -> torch.Tensor:
+        """First MLP layer's feature term plus bias for every LR pixel: (B, C, h, w) → (B, h1, h, w).
+
+        Equal to applying W1[:, :C·9] to ``F.unfold(features, 3, padding=1)`` (LIIF's feat_unfold), whose
+        channel order (c major, then the 3×3 positions) is exactly a conv weight's (C, 3, 3) layout.
+        """
+        first = self.mlp.layers[0]
+        hidden = self.hidden_sizes(width)[0]
+        channels = features.shape[1]
+        weight = first.weight[:hidden, : self.feat_dim].reshape(hidden, channels, 3, 3)
+        return F.conv2d(features, weight, first.bias[:hidden], padding=1)
+
+    def query(self, prepared: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, width: float) -> torch.Tensor:
+        """RGB (normalised to [-1, 1] as in training) at ``coord`` (B, Q, 2), given cell sizes (B, Q, 2).
+
+        Coordinates are (y, x) in [-1, 1] over the extent of ``prepared`` (B, h1, h, w); cells are
+        output-pixel sizes in the same units. Returns (B, Q, 3).
+        """
+        batch, hidden1, height, width_px = prepared.shape
+        sizes = self.hidden_sizes(width)
+        layers = self.mlp.layers
+        # (B·h·w, h1) rows; free when ``prepared`` is channels_last.
+        rows = prepared.permute(0, 2, 3, 1).reshape(batch * height * width_px, hidden1)
+        coord_weight = layers[0].weight[:hidden1, self.feat_dim :]
+        extent = torch.tensor([height, width_px], dtype=coord.dtype, device=coord.device)
+        rel_cell = cell * extent
+        offsets = (torch.arange(batch, device=coord.device) * (height * width_px))[:, None]
+
+        predictions = []
+        areas = []
+        for shift_y in (-1, 1):
+            for shift_x in (-1, 1):
+                # Move half an LR pixel towards one diagonal neighbour, then take the nearest LR cell.
+                shifted = coord.clone()
+                shifted[..., 0] += shift_y / height + _EPS_SHIFT
+                shifted[..., 1] += shift_x / width_px + _EPS_SHIFT
+                shifted = shifted.clamp(-1 + 1e-6, 1 - 1e-6)
+                index = ((shifted + 1) * extent / 2).floor().long()
+                index_y = index[..., 0].clamp(0, height - 1)
+                index_x = index[..., 1].clamp(0, width_px - 1)
+                centre = torch.stack([index_y, index_x], dim=-1).to(coord.dtype)
+                centre = -1 + (2 * centre + 1) / extent
+                rel_coord = (coord - centre) * extent
+
+                gathered = rows[(offsets + index_y * width_px + index_x).reshape(-1)]
+                geometry = torch.cat([rel_coord, rel_cell], dim=-1).reshape(-1, 4)
+                hidden = F.relu(gathered + F.linear(geometry.to(gathered.dtype), coord_weight.to(gathered.dtype)))
+                for layer, (size_in, size_out) in zip(layers[1:-1], zip(sizes[:-1], sizes[1:])):
+                    hidden = F.relu(F.linear(hidden, layer.weight[:size_out, :size_in], layer.bias[:size_out]))
+                out = F.linear(hidden, layers[-1].weight[:, : sizes[-1]], layers[-1].bias)
+                predictions.append(out.reshape(batch, -1, 3))
+                areas.append((rel_coord[..., 0] * rel_coord[..., 1]).abs() + 1e-9)
+
+        total = areas[0] + areas[1] + areas[2] + areas[3]
+        # Each prediction is weighted by the area of the diagonally opposite one (LIIF's swap 0↔3, 1↔2).
+        result = torch.zeros_like(predictions[0], dtype=torch.float32)
+        for prediction, area in zip(predictions, reversed(areas)):
+            result = result + prediction.float() * (area / total)[..., None]
+        return result
+
+
+def decoder_hidden_sizes(spec: ModelSpec, width: float) -> list[int]:
+    """The decoder MLP's hidden sizes at ``width``: floor(h · w) in slim mode, full in paper mode."""
+    effective = width if spec.slim_decoder else 1.0
+    return [channels_at(size, effective) for size in spec.decoder_hidden]
+
+
+def decoder_macs(spec: ModelSpec, width: float) -> tuple[int, int]:
+    """(MACs per LR pixel, MACs per output pixel) of the decoder at ``width``.
+
+    Per LR pixel: the 3×3 projection conv (C·9 → h1). Per output pixel: the local ensemble's 4 queries,
+    each the 4-input geometry term and the remaining MLP layers.
+    """
+    sizes = decoder_hidden_sizes(spec, width)
+    per_lr_pixel = spec.n_feats * 9 * sizes[0]
+    per_query = 4 * sizes[0] + sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + sizes[-1] * 3
+    return per_lr_pixel, 4 * per_query

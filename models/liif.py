@@ -60,35 +60,25 @@ class LIIFDecoder(nn.Module):
         layers = self.mlp.layers
         # (B·h·w, h1) rows; free when ``prepared`` is channels_last.
         rows = prepared.permute(0, 2, 3, 1).reshape(batch * height * width_px, hidden1)
-        coord_weight = layers[0].weight[:hidden1, self.feat_dim :]
-        extent = torch.tensor([height, width_px], dtype=coord.dtype, device=coord.device)
-        rel_cell = cell * extent
+        coord_weight_t = layers[0].weight[:hidden1, self.feat_dim :].t().to(rows.dtype)
+        rel_cell = cell * torch.tensor([height, width_px], dtype=cell.dtype, device=cell.device)
         offsets = (torch.arange(batch, device=coord.device) * (height * width_px))[:, None]
 
         predictions = []
         areas = []
         for shift_y in (-1, 1):
+            index_y, rel_y = nearest_cells(coord[..., 0], height, shift_y)
             for shift_x in (-1, 1):
-                # Move half an LR pixel towards one diagonal neighbour, then take the nearest LR cell.
-                shifted = coord.clone()
-                shifted[..., 0] += shift_y / height + _EPS_SHIFT
-                shifted[..., 1] += shift_x / width_px + _EPS_SHIFT
-                shifted = shifted.clamp(-1 + 1e-6, 1 - 1e-6)
-                index = ((shifted + 1) * extent / 2).floor().long()
-                index_y = index[..., 0].clamp(0, height - 1)
-                index_x = index[..., 1].clamp(0, width_px - 1)
-                centre = torch.stack([index_y, index_x], dim=-1).to(coord.dtype)
-                centre = -1 + (2 * centre + 1) / extent
-                rel_coord = (coord - centre) * extent
-
-                gathered = rows[(offsets + index_y * width_px + index_x).reshape(-1)]
-                geometry = torch.cat([rel_coord, rel_cell], dim=-1).reshape(-1, 4)
-                hidden = F.relu(gathered + F.linear(geometry.to(gathered.dtype), coord_weight.to(gathered.dtype)))
+                index_x, rel_x = nearest_cells(coord[..., 1], width_px, shift_x)
+                gathered = rows.index_select(0, (offsets + index_y * width_px + index_x).reshape(-1))
+                geometry = torch.stack([rel_y, rel_x, rel_cell[..., 0], rel_cell[..., 1]], dim=-1).reshape(-1, 4)
+                # gathered + geometry · W1[:, C·9:]ᵀ in one product (no separate K=4 matmul and add).
+                hidden = F.relu(torch.addmm(gathered, geometry.to(rows.dtype), coord_weight_t))
                 for layer, (size_in, size_out) in zip(layers[1:-1], zip(sizes[:-1], sizes[1:])):
                     hidden = F.relu(F.linear(hidden, layer.weight[:size_out, :size_in], layer.bias[:size_out]))
                 out = F.linear(hidden, layers[-1].weight[:, : sizes[-1]], layers[-1].bias)
                 predictions.append(out.reshape(batch, -1, 3))
-                areas.append((rel_coord[..., 0] * rel_coord[..., 1]).abs() + 1e-9)
+                areas.append((rel_y * rel_x).abs() + 1e-9)
 
         total = areas[0] + areas[1] + areas[2] + areas[3]
         # Each prediction is weighted by the area of the diagonally opposite one (LIIF's swap 0↔3, 1↔2).
@@ -96,6 +86,22 @@ class LIIFDecoder(nn.Module):
         for prediction, area in zip(predictions, reversed(areas)):
             result = result + prediction.float() * (area / total)[..., None]
         return result
+
+
+def nearest_cells(coord: torch.Tensor, size: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One axis of LIIF's local-ensemble lookup: the LR cell a query picks after a half-pixel shift.
+
+    ``coord`` holds query positions along one axis in [-1, 1] (any shape); ``size`` is the LR extent along
+    that axis and ``shift`` is -1 or +1 (towards which diagonal neighbour). Returns the picked cell index
+    (long, in [0, size)) and the query's position relative to that cell's centre in LR-pixel units.
+    Both axes are independent, so :meth:`LIIFDecoder.query` and the whole-grid path
+    (:mod:`models.liif_grid`) share this one function and always pick the same cells.
+    """
+    # Move half an LR pixel towards the neighbour; the epsilon breaks ties for queries exactly on a border.
+    shifted = (coord + (shift / size + _EPS_SHIFT)).clamp(-1 + 1e-6, 1 - 1e-6)
+    index = ((shifted + 1) * size / 2).floor().long().clamp(0, size - 1)
+    centre = -1 + (2 * index.to(coord.dtype) + 1) / size
+    return index, (coord - centre) * size
 
 
 def decoder_hidden_sizes(spec: ModelSpec, width: float) -> list[int]:

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-
 class SlicedConv2d(nn.Conv2d):
     """A 3×3 (or k×k) convolution whose output and/or input channels can be cut to a prefix."""
 

@@ -1,0 +1,127 @@
+"""Training data: HR images in memory, random crops, MATLAB-bicubic LR, sampled LIIF queries.
+
+Images are decoded once and kept as uint8 (the 291-image set is ~100 MB that way). Every batch has one
+scale, so the whole batch runs at one width (Algorithm 1). All randomness comes from one
+``torch.Generator`` whose state the trainer checkpoints, so a resumed run draws the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.coords import make_coord
+from models.resize import imresize
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """Decode an image file to a (3, H, W) uint8 tensor; grayscale is repeated to three channels."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def list_images(folders: Iterable[str | Path]) -> list[Path]:
+    """All image files directly inside ``folders``, sorted for reproducibility."""
+    paths: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder not found: {folder}")
+        paths.extend(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+    if not paths:
+        raise FileNotFoundError(f"no images in {[str(f) for f in folders]}")
+    return paths
+
+
+@dataclass
+class TrainBatch:
+    """One training batch at one scale: LR inputs and sampled HR queries."""
+
+    lr: torch.Tensor  # (B, 3, p, p) float in [0, 1]
+    coord: torch.Tensor  # (B, Q, 2) query centres in (-1, 1) over the HR crop
+    cell: torch.Tensor  # (B, Q, 2) HR pixel size in the same units
+    rgb: torch.Tensor  # (B, Q, 3) ground truth in [0, 1]
+    scale: tuple[float, float]  # (s_h, s_w) of the batch
+
+
+class PatchSampler:
+    """Makes LIIF training batches from in-memory HR images.
+
+    For a scale s the HR crop is round(p · s) pixels, augmented (flips, transpose), then downsampled to
+    p × p with MATLAB bicubic and rounded to 8 bits (the LR a user uploads is 8-bit too).
+    """
+
+    def __init__(self, images: list[torch.Tensor], patch: int = 48, queries: int = 2304) -> None:
+        if not images:
+            raise ValueError("PatchSampler needs at least one image")
+        self.images = images
+        self.patch = patch
+        self.queries = queries
+
+    @classmethod
+    def from_folders(cls, folders: Iterable[str | Path], patch: int = 48, queries: int = 2304) -> PatchSampler:
+        return cls([load_image(path) for path in list_images(folders)], patch, queries)
+
+    def _crop(self, crop_h: int, crop_w: int, generator: torch.Generator) -> torch.Tensor:
+        for _ in range(100):
+            image = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            height, width = image.shape[1:]
+            if height >= crop_h and width >= crop_w:
+                top = int(torch.randint(height - crop_h + 1, (1,), generator=generator))
+                left = int(torch.randint(width - crop_w + 1, (1,), generator=generator))
+                return image[:, top : top + crop_h, left : left + crop_w]
+        raise ValueError(f"no training image is at least {crop_h}x{crop_w}")
+
+    def sample(self, batch_size: int, scale: tuple[float, float], generator: torch.Generator) -> TrainBatch:
+        """A batch whose every item is upscaled by ``scale`` (s_h, s_w) from a ``patch`` × ``patch`` LR."""
+        crop_h = round(self.patch * scale[0])
+        crop_w = round(self.patch * scale[1])
+        lrs, coords, cells, rgbs = [], [], [], []
+        for _ in range(batch_size):
+            crop = self._crop(crop_h, crop_w, generator).float()
+            flips = torch.randint(2, (3,), generator=generator).tolist()
+            if flips[0]:
+                crop = crop.flip(-1)
+            if flips[1]:
+                crop = crop.flip(-2)
+            transposed = bool(flips[2]) and crop_h == crop_w
+            if transposed:
+                crop = crop.transpose(-1, -2)
+            lr = imresize(crop, out_size=(self.patch, self.patch)).round_().clamp_(0, 255) / 255
+            hr = crop / 255
+            pixels = hr.shape[1] * hr.shape[2]
+            count = min(self.queries, pixels)
+            chosen = torch.randperm(pixels, generator=generator)[:count]
+            coord = make_coord(hr.shape[1], hr.shape[2])[chosen]
+            cell = torch.tensor([2.0 / hr.shape[1], 2.0 / hr.shape[2]]).expand(count, 2)
+            lrs.append(lr)
+            coords.append(coord)
+            cells.append(cell)
+            rgbs.append(hr.reshape(3, -1).T[chosen])
+        return TrainBatch(
+            lr=torch.stack(lrs).float(),
+            coord=torch.stack(coords),
+            cell=torch.stack(cells),
+            rgb=torch.stack(rgbs).float(),
+            scale=scale,
+        )
+
+
+def min_image_side(images: list[torch.Tensor]) -> int:
+    """Smallest side over ``images``: caps the largest trainable scale (crop = patch · scale)."""
+    return min(int(min(image.shape[1:])) for image in images)
+
+
+def max_trainable_scale(images: list[torch.Tensor], patch: int) -> float:
+    """Largest scale for which at least one image can supply a crop (informative, for config checks)."""
+    return math.floor(max(int(min(image.shape[1:])) for image in images) / patch * 10) / 10

@@ -1,0 +1,217 @@
+"""Whole-grid LIIF decoding for inference: the same function as :meth:`LIIFDecoder.query`, less work per query.
+
+When the queries form a grid (every output row shares one y, every column one x, as in a whole-image or
+tile upscale), LIIF's lookup is separable: the LR cell a query picks, its relative coordinate and the
+coordinate part of the MLP's first layer all depend on the row *or* the column, never on both. So this
+module works them out once per row and per column (:class:`GridDecoder`), and per query only
+
+1. gathers the first hidden layer's pre-activation from a small per-row table (an ``index_select`` into a
+   reused buffer) and adds the column term fused with the ReLU,
+2. runs the remaining layers as ``mm`` into reused buffers with bias and ReLU fused in one pass,
+3. blends the four ensemble predictions by area (3 values per query).
+
+No per-query ``(Q, 4)`` geometry tensor, no ``K = 4`` matrix product, no fresh allocation per layer: the
+per-query element-wise work is what remains besides the matrix products, and it is what makes the time
+of a narrow width stop tracking its FLOPs, so it is kept to two passes per layer. The matrix products
+(and so the FLOPs, :func:`models.liif.decoder_macs`) are exactly those of :meth:`LIIFDecoder.query`.
+
+Training never uses this module (it samples random queries and needs autograd); inference only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from models.liif import LIIFDecoder, nearest_cells
+
+#: The four ensemble shifts in LIIF's order; prediction k is weighted by the area of prediction 3 - k.
+_SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+class GridDecoder:
+    """Decodes queries ``start:stop`` of a row-major grid of one prepared batch, chunk by chunk.
+
+    Built once per (prepared features, grid): ``prepared`` is (B, h1, h, w) from :meth:`LIIFDecoder.prepare`;
+    ``ys`` (B, H) or (H,) and ``xs`` (B, W) or (W,) are the row and column coordinates in [-1, 1];
+    ``cell`` (B, 2) or (2,) is the output-pixel size in the same units. ``compute_dtype`` is the dtype of
+    the matrix products (float32, or bfloat16 where the hardware has fast bf16); the blend is float32.
+    Holds no state between calls besides reusable scratch buffers, so one instance serves one thread.
+    """
+
+    def __init__(
+        self,
+        decoder: LIIFDecoder,
+        prepared: torch.Tensor,
+        ys: torch.Tensor,
+        xs: torch.Tensor,
+        cell: torch.Tensor,
+        width: float,
+        compute_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        batch, hidden1, height, width_px = prepared.shape
+        self.sizes = decoder.hidden_sizes(width)
+        if hidden1 != self.sizes[0]:
+            raise ValueError(f"prepared has {hidden1} channels but width {width} needs {self.sizes[0]}")
+        device = prepared.device
+        self.batch = batch
+        self.lr_width = width_px
+        self.dtype = compute_dtype
+        ys = _per_image(ys.to(device=device, dtype=torch.float32), batch, "ys")
+        xs = _per_image(xs.to(device=device, dtype=torch.float32), batch, "xs")
+        cell = _per_image(cell.to(device=device, dtype=torch.float32), batch, "cell")
+        self.out_width = xs.shape[1]
+        self.queries = ys.shape[1] * self.out_width
+
+        layers = decoder.mlp.layers
+        first = layers[0].weight[:hidden1, decoder.feat_dim :].float()
+        # The cell term is the same for every query of an image: fold it into the per-LR-pixel table once.
+        rel_cell = cell * torch.tensor([height, width_px], dtype=torch.float32, device=device)
+        cell_term = rel_cell @ first[:, 2:].t()
+        #: (B, h, w, h1): first layer's feature term, bias and cell term for every LR pixel.
+        self.table = (prepared.permute(0, 2, 3, 1).float() + cell_term[:, None, None, :]).to(compute_dtype)
+        #: Per shift along each axis: picked LR cell (B, n) and relative coordinate (B, n).
+        self.rows = {shift: nearest_cells(ys, height, shift) for shift in (-1, 1)}
+        self.columns = {shift: nearest_cells(xs, width_px, shift) for shift in (-1, 1)}
+        #: Coordinate terms of the first layer per row (B, H, h1) and per column (B, W, h1).
+        self.row_terms = {s: (rel[..., None] * first[:, 0]).to(compute_dtype) for s, (_, rel) in self.rows.items()}
+        self.column_terms = {
+            s: (rel[..., None] * first[:, 1]).to(compute_dtype) for s, (_, rel) in self.columns.items()
+        }
+        # Hidden layers as (in, out) matrices so ``mm`` writes straight into a scratch buffer.
+        self.hidden_weights = [
+            (layer.weight[:size_out, :size_in].t().to(compute_dtype).contiguous(), layer.bias[:size_out].to(compute_dtype))
+            for layer, (size_in, size_out) in zip(layers[1:-1], zip(self.sizes[:-1], self.sizes[1:]))
+        ]
+        last = layers[-1]
+        self.out_weight = last.weight[:, : self.sizes[-1]].t().to(compute_dtype).contiguous()
+        self.out_bias = last.bias.to(compute_dtype)
+        self._scratch: torch.Tensor | None = None
+
+    def decode(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """RGB normalised to [-1, 1] of flat queries ``start:stop`` (row-major) of every image: (B, n, 3).
+
+        Equals ``decoder.query`` on the same coordinates up to float rounding. ``out`` (B, n, 3) float32,
+        if given, receives the result (e.g. a slice of the whole output) and is returned.
+        """
+        if not 0 <= start < stop <= self.queries:
+            raise ValueError(f"query range must lie within [0, {self.queries}], got {start}:{stop}")
+        count = stop - start
+        if out is None:
+            out = torch.empty(self.batch, count, 3, dtype=torch.float32, device=self.table.device)
+        out.zero_()
+        positions = torch.arange(start, stop, device=self.table.device)
+        row_of, column_of = positions // self.out_width, positions % self.out_width
+        segments = _row_segments(start, stop, self.out_width)
+        areas = {
+            (sy, sx): (self.rows[sy][1][:, row_of] * self.columns[sx][1][:, column_of]).abs() + 1e-9
+            for sy, sx in _SHIFTS
+        }
+        total = areas[_SHIFTS[0]] + areas[_SHIFTS[1]] + areas[_SHIFTS[2]] + areas[_SHIFTS[3]]
+        first, second = self._buffers(self.batch * count)
+        for shift_y in (-1, 1):
+            row_tables = self._row_tables(shift_y, segments)
+            for shift_x in (-1, 1):
+                self._first_layer(row_tables, shift_x, segments, count, first)
+                hidden = self._hidden_layers(self.batch * count, first, second)
+                prediction = torch.addmm(self.out_bias, hidden, self.out_weight).view(self.batch, count, 3)
+                weight = areas[(-shift_y, -shift_x)] / total
+                out.addcmul_(prediction.float(), weight[..., None])
+        return out
+
+    def _row_tables(self, shift_y: int, segments: list[tuple[int, int, int, int]]) -> list[list[torch.Tensor]]:
+        """Per image and segment: the picked LR rows plus each output row's coordinate term, (R·w, h1).
+
+        Only about 1/scale of the chunk's size, so building it costs little next to the per-query gather.
+        """
+        index_y = self.rows[shift_y][0]
+        tables = []
+        for image in range(self.batch):
+            per_segment = []
+            for row_start, row_stop, _, _ in segments:
+                picked = self.table[image].index_select(0, index_y[image, row_start:row_stop])
+                picked += self.row_terms[shift_y][image, row_start:row_stop, None, :]
+                per_segment.append(picked.view(-1, picked.shape[-1]))
+            tables.append(per_segment)
+        return tables
+
+    def _first_layer(
+        self,
+        row_tables: list[list[torch.Tensor]],
+        shift_x: int,
+        segments: list[tuple[int, int, int, int]],
+        count: int,
+        buffer: torch.Tensor,
+    ) -> None:
+        """Fill flat ``buffer`` as (B·n, h1) with ReLU(feature + cell + row term + column term) for shift ``shift_x``."""
+        index_x = self.columns[shift_x][0]
+        hidden1 = self.sizes[0]
+        target = buffer[: self.batch * count * hidden1].view(self.batch * count, hidden1)
+        for image in range(self.batch):
+            offset = image * count
+            for (row_start, row_stop, col_start, col_stop), table in zip(segments, row_tables[image]):
+                rows, columns = row_stop - row_start, col_stop - col_start
+                local = torch.arange(rows, device=table.device)[:, None] * self.lr_width
+                flat = (local + index_x[image, col_start:col_stop]).view(-1)
+                piece = target[offset : offset + rows * columns]
+                torch.index_select(table, 0, flat, out=piece)
+                _add_relu_(piece.view(rows, columns, hidden1), self.column_terms[shift_x][image, col_start:col_stop])
+                offset += rows * columns
+
+    def _hidden_layers(self, rows: int, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Run the hidden layers on the first layer's output in ``first``, ping-ponging between the two flat
+        scratch buffers; returns the last activation (rows, h_last)."""
+        current = first[: rows * self.sizes[0]].view(rows, self.sizes[0])
+        source, spare = first, second
+        for weight, bias in self.hidden_weights:
+            target = spare[: rows * weight.shape[1]].view(rows, weight.shape[1])
+            torch.mm(current, weight, out=target)
+            _add_relu_(target, bias)
+            current = target
+            source, spare = spare, source
+        return current
+
+    def _buffers(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two flat scratch buffers of ``rows`` × the widest layer, reused across calls when large enough."""
+        size = rows * max(self.sizes)
+        if self._scratch is None or self._scratch.numel() < 2 * size:
+            self._scratch = torch.empty(2 * size, dtype=self.dtype, device=self.table.device)
+        return self._scratch[:size], self._scratch[size : 2 * size]
+
+
+def _add_relu_(target: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
+    """``target = relu(target + addend)`` in place, in one pass where PyTorch has the fused CPU kernel."""
+    if target.device.type == "cpu" and target.dtype == torch.float32 and target.is_contiguous():
+        return torch.ops.aten._add_relu_(target, addend)
+    return target.add_(addend).relu_()
+
+
+def _per_image(values: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+    """(n,) shared by the batch → (B, n); (B, n) passes through; anything else is an error naming ``name``."""
+    if values.dim() == 1:
+        return values[None].expand(batch, -1)
+    if values.dim() == 2 and values.shape[0] == batch:
+        return values
+    raise ValueError(f"{name} must have shape (n,) or ({batch}, n), got {tuple(values.shape)}")
+
+
+def _row_segments(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:
+    """Split flat positions ``start:stop`` of a row-major grid into at most 3 rectangles.
+
+    Returns (row_start, row_stop, column_start, column_stop) for: the tail of a partial first row, the
+    full rows, the head of a partial last row (each only if non-empty), in flat order.
+    """
+    segments = []
+    row, column = divmod(start, row_length)
+    if column:
+        end = min(row_length, column + stop - start)
+        segments.append((row, row + 1, column, end))
+        start += end - column
+        row += 1
+    full_rows = (stop - start) // row_length
+    if full_rows:
+        segments.append((row, row + full_rows, 0, row_length))
+        start += full_rows * row_length
+        row += full_rows
+    if start < stop:
+        segments.append((row, row + 1, 0, stop - start))
+    return segments

@@ -1,0 +1,332 @@
+"""Training: stage 1 (LIIF base at full width) and stage 2 (AnySR rebuild, Algorithm 1), with exact resume.
+
+One loop serves both stages; they differ only in how each batch's (scale, width) is drawn
+(:func:`draw_scale_and_width`). Everything random comes from one data generator and the torch
+global RNG, both checkpointed, so stopping and resuming reproduces the uninterrupted run bit for bit
+(same machine, same thread count). Training state is stored as safetensors: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from models.anysr import AnySR, build_model
+from models.data import PatchSampler, TrainBatch
+from models.prefix import used_regions
+from models.spec import ModelSpec
+from models.widths import SCALE_GROUP_BOUNDS, WIDTHS
+
+log = logging.getLogger("anysr.train")
+
+#: Scale interval of each group for stage-2 sampling: the continuous version of the paper's S_t.
+GROUP_INTERVALS: tuple[tuple[float, float], ...] = tuple(zip((1.0, *SCALE_GROUP_BOUNDS), (*SCALE_GROUP_BOUNDS, 4.0)))
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; read from YAML by ``anysr train --config``."""
+
+    run_dir: str = "runs/stage1"
+    data_dirs: list[str] = field(
+        default_factory=lambda: ["../shared/datasets/train/T91", "../shared/datasets/train/BSD200"]
+    )
+    #: 1 = arbitrary-scale base (full width only); 2 = Algorithm 1 over the four widths.
+    stage: int = 1
+    #: Stage 2: model checkpoint (safetensors) of stage 1 to start from; ASE starts as identity.
+    init_from: str | None = None
+    #: Overrides of :class:`ModelSpec` fields (stage 1 uses ase: false).
+    spec: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    patch: int = 48
+    queries: int = 2304
+    steps: int = 10000
+    lr: float = 2e-4
+    lr_min: float = 1e-6
+    #: Fraction of ``steps`` after which the learning rate follows a cosine down to ``lr_min``.
+    decay_start: float = 0.75
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    #: Algorithm 1's reset probability: train the full network instead of the group's subnet.
+    reset_p: float = 0.6
+    seed: int = 0
+    bf16: bool = True
+    channels_last: bool = True
+    threads: int = 0
+    checkpoint_every_s: float = 300.0
+    log_every: int = 25
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {unknown}")
+        config = cls(**data)
+        if config.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {config.stage}")
+        if config.stage == 2 and not config.init_from:
+            raise ValueError("stage 2 needs init_from: a stage-1 checkpoint")
+        if not 0.0 <= config.reset_p <= 1.0:
+            raise ValueError(f"reset_p must be in [0, 1], got {config.reset_p}")
+        return config
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.spec)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Constant, then a cosine from ``lr`` to ``lr_min`` over the last (1 - decay_start) of the run."""
+    start = int(config.decay_start * config.steps)
+    if step < start:
+        return config.lr
+    progress = min(1.0, (step - start) / max(1, config.steps - start))
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def draw_scale_and_width(config: TrainConfig, generator: torch.Generator) -> tuple[float, float]:
+    """(scale, width) of the next batch. Stage 1: s ~ U(min, max) at full width. Stage 2 (Algorithm 1):
+    group t uniform, s ~ U(interval of t), width w_t, reset to full width with probability ``reset_p``."""
+    draws = torch.rand(3, generator=generator).tolist()
+    if config.stage == 1:
+        return config.scale_min + draws[0] * (config.scale_max - config.scale_min), 1.0
+    group = min(int(draws[0] * len(WIDTHS)), len(WIDTHS) - 1)
+    low, high = GROUP_INTERVALS[group]
+    scale = low + draws[1] * (high - low)
+    width = 1.0 if draws[2] < config.reset_p else WIDTHS[group]
+    return scale, width
+
+
+class BatchProducer:
+    """Samples batches in a background thread, in strict order, tagging each with the generator state
+    after it was drawn, so a checkpoint taken after consuming batch n resumes exactly at n + 1."""
+
+    def __init__(self, sampler: PatchSampler, config: TrainConfig, generator: torch.Generator, depth: int = 2):
+        self.sampler = sampler
+        self.config = config
+        self.generator = generator
+        self.items: queue.Queue[tuple[TrainBatch, float, torch.Tensor] | BaseException] = queue.Queue(depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="batch-producer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                scale, width = draw_scale_and_width(self.config, self.generator)
+                batch = self.sampler.sample(self.config.batch_size, (scale, scale), self.generator)
+                item = (batch, width, self.generator.get_state())
+                while not self.stopped.is_set():
+                    try:
+                        self.items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as error:  # surfaced to the trainer on its next get()
+            self.items.put(error)
+
+    def next(self) -> tuple[TrainBatch, float, torch.Tensor]:
+        item = self.items.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Adam, model: AnySR) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                tensors[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value).detach().contiguous().clone()
+    return tensors
+
+
+def _restore_optimizer(optimizer: torch.optim.Adam, model: AnySR, tensors: dict[str, torch.Tensor]) -> None:
+    for name, param in model.named_parameters():
+        state = {
+            key.rsplit(".", 1)[1]: value for key, value in tensors.items() if key.rsplit(".", 1)[0] == f"optim.{name}"
+        }
+        if state:
+            optimizer.state[param] = state
+
+
+def save_train_state(
+    path: Path, model: AnySR, optimizer: torch.optim.Adam, meta: dict[str, Any], generator_state: torch.Tensor
+) -> None:
+    """Write the whole training state atomically (tmp file + rename): a kill mid-write loses nothing."""
+    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(optimizer, model))
+    tensors["rng.data"] = generator_state.clone()
+    tensors["rng.torch"] = torch.get_rng_state()
+    metadata = {"anysr.train_meta": json.dumps(meta), "anysr.spec": model.spec.to_json()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return load_file(str(path)), json.loads(metadata["anysr.train_meta"])
+
+
+def _snapshot_unused(
+    model: AnySR, optimizer: torch.optim.Adam, width: float
+) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Copies of every parameter (and its Adam moments) that the width leaves partly unused."""
+    regions = used_regions(model, width)
+    saved = []
+    for name, param in model.named_parameters():
+        if name in regions:
+            state = optimizer.state.get(param, {})
+            moments = [state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]
+            saved.append((param, [param.detach().clone(), *[m.clone() for m in moments]], regions[name]))
+    return saved  # type: ignore[return-value]
+
+
+def _restore_unused(saved: list, optimizer: torch.optim.Adam) -> None:
+    """Put back everything outside each used region, so only the prefix moved (Algorithm 1)."""
+    for param, copies, region in saved:
+        state = optimizer.state.get(param, {})
+        live = [param.data, *[state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]]
+        for target, copy in zip(live, copies):
+            mask = torch.ones_like(target, dtype=torch.bool)
+            mask[region] = False
+            target[mask] = copy[mask]
+
+
+def build_initial_model(config: TrainConfig) -> AnySR:
+    """Stage 1: fresh model. Stage 2: the stage-1 weights, ASE parameters at their identity init."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_spec())
+    if config.stage == 2:
+        from models.checkpoint import load_weights_into
+
+        load_weights_into(config.init_from, model, allow_missing_ase=config.model_spec().ase)
+    return model
+
+
+def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run (or resume) training in ``config.run_dir``; returns the final metadata.
+
+    ``max_steps`` stops early after that many steps in this call (for tests and time-boxed sessions);
+    the learning-rate schedule still follows ``config.steps``.
+    """
+    from models.checkpoint import save_checkpoint
+
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    state_path = run_dir / "state.safetensors"
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+    model = build_initial_model(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    meta: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "loss_ema": None, "width_counts": {}, "stage": config.stage}
+    if state_path.exists():
+        tensors, meta = load_train_state(state_path)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _restore_optimizer(optimizer, model, {k: v for k, v in tensors.items() if k.startswith("optim.")})
+        generator.set_state(tensors["rng.data"])
+        torch.set_rng_state(tensors["rng.torch"])
+        log.info("resumed %s at step %d", state_path, meta["step"])
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+
+    sampler = PatchSampler.from_folders(config.data_dirs, config.patch, config.queries)
+    # Taken before the producer starts drawing: the state a checkpoint at this step must hold.
+    last_generator_state = generator.get_state()
+    producer = BatchProducer(sampler, config, generator)
+    stop_at = config.steps if max_steps is None else min(config.steps, meta["step"] + max_steps)
+    started = time.monotonic()
+    elapsed_before = meta["elapsed_s"]
+    last_save = time.monotonic()
+    progress = None
+    if not quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=config.steps, initial=meta["step"], dynamic_ncols=True, mininterval=2.0)
+
+    def checkpoint() -> None:
+        meta["elapsed_s"] = elapsed_before + time.monotonic() - started
+        save_train_state(state_path, model, optimizer, meta, last_generator_state)
+        info = {
+            "stage": config.stage,
+            "step": meta["step"],
+            "elapsed_s": round(meta["elapsed_s"], 1),
+            "config": dataclasses.asdict(config),
+        }
+        save_checkpoint(run_dir / "model.safetensors", model, training_info=info)
+
+    try:
+        while meta["step"] < stop_at:
+            batch, width, last_generator_state = producer.next()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, meta["step"])
+            lr = batch.lr.contiguous(memory_format=torch.channels_last) if config.channels_last else batch.lr
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                prediction = model(lr, batch.coord, batch.cell, width, batch.scale)
+            loss = F.l1_loss(prediction.float(), batch.rgb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            saved = _snapshot_unused(model, optimizer, width) if width < 1.0 else []
+            optimizer.step()
+            if saved:
+                _restore_unused(saved, optimizer)
+            meta["step"] += 1
+            value = loss.item()
+            meta["loss_ema"] = value if meta["loss_ema"] is None else 0.98 * meta["loss_ema"] + 0.02 * value
+            key = f"{width:.1f}"
+            meta["width_counts"][key] = meta["width_counts"].get(key, 0) + 1
+            if meta["step"] % config.log_every == 0:
+                mse = float(F.mse_loss(prediction.detach().float().clamp(0, 1), batch.rgb))
+                psnr = -10 * math.log10(max(mse, 1e-10))
+                elapsed = elapsed_before + time.monotonic() - started
+                log.info(
+                    "step %d loss %.5f ema %.5f psnr %.2f scale %.2f width %.1f lr %.2e elapsed %.0fs",
+                    meta["step"],
+                    value,
+                    meta["loss_ema"],
+                    psnr,
+                    batch.scale[0],
+                    width,
+                    optimizer.param_groups[0]["lr"],
+                    elapsed,
+                )
+                if progress is not None:
+                    progress.set_postfix(loss=f"{meta['loss_ema']:.4f}", psnr=f"{psnr:.2f}", refresh=False)
+            if progress is not None:
+                progress.update(1)
+            if time.monotonic() - last_save >= config.checkpoint_every_s:
+                checkpoint()
+                last_save = time.monotonic()
+    finally:
+        producer.close()
+        if progress is not None:
+            progress.close()
+        if meta["step"] > 0:
+            checkpoint()
+    return meta

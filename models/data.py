@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models.coords import make_coord
-from models.resize import imresize
+from models.resize import imresize_uint8
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
@@ -58,7 +58,8 @@ class PatchSampler:
     """Makes LIIF training batches from in-memory HR images.
 
     For a scale s the HR crop is round(p · s) pixels, augmented (flips, transpose), then downsampled to
-    p × p with MATLAB bicubic and rounded to 8 bits (the LR a user uploads is 8-bit too).
+    p × p exactly as MATLAB's ``imresize`` does a uint8 image (8-bit result, like the benchmark LR files
+    and the LR a user uploads).
     """
 
     def __init__(self, images: list[torch.Tensor], patch: int = 48, queries: int = 2304) -> None:
@@ -88,7 +89,7 @@ class PatchSampler:
         crop_w = round(self.patch * scale[1])
         lrs, coords, cells, rgbs = [], [], [], []
         for _ in range(batch_size):
-            crop = self._crop(crop_h, crop_w, generator).float()
+            crop = self._crop(crop_h, crop_w, generator)
             flips = torch.randint(2, (3,), generator=generator).tolist()
             if flips[0]:
                 crop = crop.flip(-1)
@@ -97,8 +98,8 @@ class PatchSampler:
             transposed = bool(flips[2]) and crop_h == crop_w
             if transposed:
                 crop = crop.transpose(-1, -2)
-            lr = imresize(crop, out_size=(self.patch, self.patch)).round_().clamp_(0, 255) / 255
-            hr = crop / 255
+            lr = imresize_uint8(crop, (self.patch, self.patch)).float() / 255
+            hr = crop.float() / 255
             pixels = hr.shape[1] * hr.shape[2]
             count = min(self.queries, pixels)
             chosen = torch.randperm(pixels, generator=generator)[:count]

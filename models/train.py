@@ -190,21 +190,23 @@ def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return load_file(str(path)), json.loads(metadata["anysr.train_meta"])
 
 
-def _snapshot_unused(
-    model: AnySR, optimizer: torch.optim.Adam, width: float
-) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+#: A parameter, copies of it and of its Adam moments, and the region of it that a width uses.
+_Snapshot = list[tuple[torch.nn.Parameter, list[torch.Tensor], tuple[slice, ...]]]
+
+
+def _snapshot_unused(model: AnySR, optimizer: torch.optim.Adam, width: float) -> _Snapshot:
     """Copies of every parameter (and its Adam moments) that the width leaves partly unused."""
     regions = used_regions(model, width)
-    saved = []
+    saved: _Snapshot = []
     for name, param in model.named_parameters():
         if name in regions:
             state = optimizer.state.get(param, {})
             moments = [state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]
             saved.append((param, [param.detach().clone(), *[m.clone() for m in moments]], regions[name]))
-    return saved  # type: ignore[return-value]
+    return saved
 
 
-def _restore_unused(saved: list, optimizer: torch.optim.Adam) -> None:
+def _restore_unused(saved: _Snapshot, optimizer: torch.optim.Adam) -> None:
     """Put back everything outside each used region, so only the prefix moved (Algorithm 1)."""
     for param, copies, region in saved:
         state = optimizer.state.get(param, {})
@@ -213,6 +215,29 @@ def _restore_unused(saved: list, optimizer: torch.optim.Adam) -> None:
             mask = torch.ones_like(target, dtype=torch.bool)
             mask[region] = False
             target[mask] = copy[mask]
+
+
+def train_step(
+    model: AnySR, optimizer: torch.optim.Adam, batch: TrainBatch, width: float, config: TrainConfig
+) -> tuple[float, torch.Tensor]:
+    """One update of Algorithm 1: a single forward of ``batch`` at ``width``, L1 loss, backward, Adam step.
+
+    At a narrow width only the used prefix may move: gradients outside it are zero, but Adam would still
+    move those weights on old momentum, so everything outside :func:`used_regions` (weights and both
+    moments) is put back after the step. The caller sets the learning rate. Returns the loss and the
+    detached prediction (B, Q, 3), for logging.
+    """
+    lr = batch.lr.contiguous(memory_format=torch.channels_last) if config.channels_last else batch.lr
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        prediction = model(lr, batch.coord, batch.cell, width, batch.scale)
+    loss = F.l1_loss(prediction.float(), batch.rgb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    saved = _snapshot_unused(model, optimizer, width) if width < 1.0 else []
+    optimizer.step()
+    if saved:
+        _restore_unused(saved, optimizer)
+    return loss.item(), prediction.detach()
 
 
 def build_initial_model(config: TrainConfig) -> AnySR:
@@ -286,23 +311,13 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
             batch, width, last_generator_state = producer.next()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, meta["step"])
-            lr = batch.lr.contiguous(memory_format=torch.channels_last) if config.channels_last else batch.lr
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                prediction = model(lr, batch.coord, batch.cell, width, batch.scale)
-            loss = F.l1_loss(prediction.float(), batch.rgb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            saved = _snapshot_unused(model, optimizer, width) if width < 1.0 else []
-            optimizer.step()
-            if saved:
-                _restore_unused(saved, optimizer)
+            value, prediction = train_step(model, optimizer, batch, width, config)
             meta["step"] += 1
-            value = loss.item()
             meta["loss_ema"] = value if meta["loss_ema"] is None else 0.98 * meta["loss_ema"] + 0.02 * value
             key = f"{width:.1f}"
             meta["width_counts"][key] = meta["width_counts"].get(key, 0) + 1
             if meta["step"] % config.log_every == 0:
-                mse = float(F.mse_loss(prediction.detach().float().clamp(0, 1), batch.rgb))
+                mse = float(F.mse_loss(prediction.float().clamp(0, 1), batch.rgb))
                 psnr = -10 * math.log10(max(mse, 1e-10))
                 elapsed = elapsed_before + time.monotonic() - started
                 log.info(

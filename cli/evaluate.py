@@ -1,0 +1,198 @@
+"""``anysr eval``: benchmark PSNR/SSIM per scale and width, with a bicubic row, tables, JSON and a plot.
+
+The measuring lives in :mod:`models.evaluate` (protocol in its docstring) and the writing in
+:mod:`cli.eval_report`; this module parses the command line, reports progress on stderr and puts the
+results where they were asked for: Markdown on stdout, and with ``--out-dir`` also ``eval.md``,
+``eval.json`` and ``psnr_vs_scale.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.evaluate import EvalProgress, ScalePair, WidthMode
+
+HELP = "benchmark PSNR/SSIM (Y, shave = scale) per scale and width, beside bicubic; tables, JSON and a plot"
+
+#: Where the shipped weights live (the server's default too).
+DEFAULT_WEIGHTS = Path("weights/anysr-edsr-liif.safetensors")
+
+
+def default_data_dirs() -> list[Path]:
+    """Set5 and Set14 in the ``shared`` folder beside the repository (or ``$ANYSR_SHARED_DIR``)."""
+    override = os.environ.get("ANYSR_SHARED_DIR")
+    shared = Path(override) if override else Path(__file__).resolve().parents[1] / ".." / "shared"
+    return [shared / "datasets" / "Set5", shared / "datasets" / "Set14"]
+
+
+def parse_scales(text: str) -> list[ScalePair]:
+    """``"2,3,4"``, ``"1.1:4.0:0.1"`` (inclusive range) or a mix, as square (s, s) pairs, duplicates dropped."""
+    values: list[float] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if ":" in item:
+            pieces = item.split(":")
+            if len(pieces) != 3:
+                raise ValueError(f"a scale range is START:STOP:STEP, got {item!r}")
+            start, stop, step = (_number(piece, item) for piece in pieces)
+            if step <= 0 or stop < start:
+                raise ValueError(f"a scale range needs STEP > 0 and STOP >= START, got {item!r}")
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            values.extend(round(start + index * step, 10) for index in range(count))
+        else:
+            values.append(_number(item, item))
+    if not values:
+        raise ValueError(f"no scales in {text!r}")
+    return _unique([_check_scale((value, value)) for value in values])
+
+
+def parse_scale_pairs(text: str) -> list[ScalePair]:
+    """``"1.5x2.5,2x3"`` as (s_h, s_w) pairs (non-square scales)."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        pieces = item.lower().split("x")
+        if len(pieces) != 2:
+            raise ValueError(f"a scale pair is HxW, e.g. 1.5x2.5, got {item!r}")
+        pairs.append(_check_scale((_number(pieces[0], item), _number(pieces[1], item))))
+    return _unique(pairs)
+
+
+def parse_width_modes(text: str) -> list[WidthMode]:
+    """``auto``, ``all`` (every width and auto), ``none`` (bicubic only) or a list such as ``0.5,1.0,auto``."""
+    from models.evaluate import AUTO
+    from models.widths import WIDTHS, check_width
+
+    text = text.strip().lower()
+    if text == "none":
+        return []
+    if text == "all":
+        return [*WIDTHS, AUTO]
+    modes: list[WidthMode] = []
+    for item in (part.strip() for part in text.split(",")):
+        mode: WidthMode = AUTO if item == AUTO else check_width(_number(item, item))
+        if mode not in modes:
+            modes.append(mode)
+    return sorted(modes, key=lambda mode: math.inf if mode == AUTO else float(mode))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256"`` or ``"256x192"`` (height x width) as a positive size."""
+    pieces = text.lower().split("x")
+    if len(pieces) not in (1, 2) or not all(piece.strip().isdigit() for piece in pieces):
+        raise ValueError(f"a size is N or HxW in pixels, got {text!r}")
+    height, width = int(pieces[0]), int(pieces[-1])
+    if height < 1 or width < 1:
+        raise ValueError(f"a size must be at least 1x1, got {text!r}")
+    return height, width
+
+
+def _number(text: str, context: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r} in {context!r}") from None
+
+
+def _check_scale(scale: ScalePair) -> ScalePair:
+    if min(scale) < 1.0:
+        raise ValueError(f"scales must be at least 1.0, got {scale[0]:g}x{scale[1]:g}")
+    return scale
+
+
+def _unique(pairs: list[ScalePair]) -> list[ScalePair]:
+    return list(dict.fromkeys(pairs))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=f"safetensors file [{DEFAULT_WEIGHTS}]")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", default=None, help="folders of HR images [shared/datasets/Set5 Set14]"
+    )
+    parser.add_argument("--scales", default="2,3,4", help="e.g. 2,3,4 or 1.1:4.0:0.1 (inclusive) [2,3,4]")
+    parser.add_argument("--scale-pairs", default="", help="non-square scales HxW, e.g. 1.5x2.5,2x3")
+    parser.add_argument(
+        "--widths", default="auto,1.0", help="auto (scale-group width), all, none (bicubic only), or e.g. 0.5,1.0"
+    )
+    parser.add_argument("--bicubic", action=argparse.BooleanOptionalAction, default=True, help="bicubic row [on]")
+    parser.add_argument("--out-dir", type=Path, default=None, help="write eval.md, eval.json, psnr_vs_scale.png here")
+    parser.add_argument("--flops-size", default="256", help="output size (N or HxW) Table 3's FLOPs refer to [256]")
+    parser.add_argument("--device", default="cpu", help="torch device for the model [cpu]")
+    parser.add_argument("--compute-dtype", choices=("fp32", "bf16"), default="fp32", help="[fp32]")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--max-images", type=int, default=None, help="first N images of each folder (quick checks)")
+    parser.add_argument("--quiet", action="store_true", help="no per-image progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from cli.eval_report import build_record, render_markdown, write_plot
+    from models.data import list_images
+    from models.evaluate import evaluate, scale_label, summarise
+
+    try:
+        scales = parse_scales(args.scales) + (parse_scale_pairs(args.scale_pairs) if args.scale_pairs else [])
+        modes = parse_width_modes(args.widths)
+        flops_size = parse_size(args.flops_size)
+        if args.max_images is not None and args.max_images < 1:
+            raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
+        if args.threads < 0:
+            raise ValueError(f"--threads must be >= 0, got {args.threads}")
+        folders = args.data or default_data_dirs()
+        datasets = {Path(folder).name: list_images([folder])[: args.max_images] for folder in folders}
+    except (ValueError, FileNotFoundError) as error:
+        print(f"anysr eval: {error}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    model, weights = None, None
+    if modes:
+        from models.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            model, info = load_checkpoint(args.weights, map_location=args.device)
+        except CheckpointError as error:
+            print(f"anysr eval: {error}", file=sys.stderr)
+            return 2
+        weights = {"path": str(info.path), "sha256": info.sha256, "spec": json.loads(info.spec.to_json())}
+        weights["training"] = {key: info.training.get(key) for key in ("stage", "step", "elapsed_s")}
+
+    def progress(update: EvalProgress) -> None:
+        score = update.score
+        print(
+            f"[{update.done}/{update.total}] {score.dataset}/{score.image} x{scale_label(score.scale)} {score.row}: "
+            f"{score.psnr:.2f} dB, SSIM {score.ssim:.4f} ({score.seconds:.2f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    started = time.perf_counter()
+    dtype = torch.bfloat16 if args.compute_dtype == "bf16" else torch.float32
+    scores = evaluate(model, datasets, scales, modes, args.bicubic, dtype, None if args.quiet else progress)
+    summary = summarise(scores)
+    elapsed_s = time.perf_counter() - started
+
+    markdown = render_markdown(summary, scales, modes, model, flops_size, weights)
+    print(markdown, end="")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "eval.md").write_text(markdown)
+        record = build_record(scores, summary, scales, datasets, weights, elapsed_s)
+        record.update(device=args.device, compute_dtype=args.compute_dtype, threads=torch.get_num_threads())
+        (args.out_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+        plotted = write_plot(summary, args.out_dir / "psnr_vs_scale.png")
+        written = ["eval.md", "eval.json", *(["psnr_vs_scale.png"] if plotted else [])]
+        print(f"wrote {', '.join(written)} to {args.out_dir} in {elapsed_s:.0f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,95 @@
+"""``anysr serve``: run the HTTP service (uvicorn) with settings from ``ANYSR_*`` env vars and flags.
+
+Flags are generated from ``server.settings.Settings`` (one per field, same name with dashes), so the
+two never drift; a flag given on the command line overrides the environment. Start-up stops with
+exit status 2 on an invalid setting or a missing weights file (unless ``--allow-untrained``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from typing import Any
+
+from pydantic import ValidationError
+
+HELP = "Run the super-resolution HTTP server (settings: ANYSR_* env vars, overridden by flags)."
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or (typing.get_origin(annotation) is not None and bool in typing.get_args(annotation))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.settings import Settings
+
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(str(item) for item in default)
+        help_text = f"{field.description} [env ANYSR_{name.upper()}; default {default}]"
+        if _is_bool(field.annotation):
+            parser.add_argument(
+                _flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(_flag(name), dest=name, default=None, metavar=name.upper(), help=help_text)
+
+
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags actually given, as raw strings for pydantic to validate (``none`` clears an optional)."""
+    from server.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        overrides[name] = None if isinstance(value, str) and value.strip().lower() == "none" else value
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.lifecycle import GracefulServer
+    from server.settings import Settings
+
+    try:
+        settings = Settings(**settings_overrides(args))
+    except ValidationError as error:
+        print(f"anysr serve: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not settings.weights.is_file() and not settings.allow_untrained:
+        print(
+            f"anysr serve: weights file {settings.weights} not found.\n"
+            "  Train one (anysr train), point --weights / ANYSR_WEIGHTS at an existing file, or pass\n"
+            "  --allow-untrained to serve random weights (smoke tests only).",
+            file=sys.stderr,
+        )
+        return 2
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        # In-flight requests have already drained (GracefulServer) by the time uvicorn shuts down;
+        # this only bounds connections that are still open after that.
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        log_config=None,
+    )
+    server = GracefulServer(config, app.state.lifecycle, settings.drain_timeout_s)
+    server.run()
+    return 0 if server.started else 1

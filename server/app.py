@@ -1,0 +1,202 @@
+"""``create_app``: build the FastAPI app; the lifespan loads, warms, starts and later drains everything.
+
+Nothing runs at import. ``create_app(settings)`` builds the cheap parts (metrics registry, lifecycle,
+limits, routes, middleware) and stores them on ``app.state``; the lifespan loads the model, warms
+every served width (seeding the throughput estimates), starts the batcher and the load sampler,
+then marks the app ready. On shutdown it refuses new work, waits for in-flight requests (up to the
+drain timeout), drains the batcher and stops the sampler.
+
+Tests inject a model (or a whole runner) instead of a weights file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+import torch
+from fastapi import FastAPI
+
+from models.anysr import AnySR
+from models.spec import ModelSpec
+from server.batcher import Batcher, BatchLimits
+from server.codec import DecodeLimits
+from server.deps import RequestLimits
+from server.errors import install_error_handlers
+from server.jobs import TileJob
+from server.lifecycle import Lifecycle
+from server.load import CpuProbe, GpuProbe, GpuReading, LoadSampler
+from server.metrics import ServerMetrics, width_label
+from server.middleware import RequestIdMiddleware, UpscaleGuardMiddleware
+from server.model_source import injected_info, load_model
+from server.routes import api_router
+from server.runner import ModelRunner, RunnerConfig
+from server.scheduler import SchedulerPolicy, parse_policy
+from server.service import ModelInfo, ScaleLimits, TileConfig, UpscaleService
+from server.settings import Settings
+from server.throughput import ThroughputTracker
+from server.tiling import receptive_radius
+
+logger = logging.getLogger("anysr.server")
+
+
+class Runner(Protocol):
+    """What the app needs from a model runner (``ModelRunner``, or a test double wrapping one)."""
+
+    spec: ModelSpec
+    device: torch.device
+    precision: str
+
+    def run_batch(self, jobs: list[TileJob]) -> list[torch.Tensor]: ...
+
+    def warm_up(self, widths: tuple[float, ...], lr_size: int, scale: float = 2.0) -> dict[float, float]: ...
+
+
+def scheduler_policy(settings: Settings) -> SchedulerPolicy:
+    mode, fixed = parse_policy(settings.policy)
+    return SchedulerPolicy(
+        mode=mode,
+        fixed_width=fixed,
+        widths=settings.widths,
+        moderate_utilisation=settings.moderate_utilisation,
+        heavy_utilisation=settings.heavy_utilisation,
+        moderate_queue_s=settings.moderate_queue_s,
+        heavy_queue_s=settings.heavy_queue_s,
+        min_gpu_free_bytes=settings.min_gpu_free_bytes,
+        hysteresis=settings.hysteresis,
+    )
+
+
+def batch_limits(settings: Settings) -> BatchLimits:
+    return BatchLimits(
+        max_tiles=settings.max_batch_tiles,
+        max_pixels=settings.max_batch_pixels,
+        max_wait_s=settings.max_batch_wait_ms / 1e3,
+        max_queue_tiles=settings.max_queue_tiles,
+    )
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        decode=DecodeLimits(formats=settings.input_formats, max_input_pixels=settings.max_input_pixels),
+        output_formats=settings.output_formats,
+        default_quality=settings.default_quality,
+        png_compress_level=settings.png_compress_level,
+        max_body_bytes=settings.max_body_bytes,
+        request_timeout_s=settings.request_timeout_s,
+    )
+
+
+def runner_config(settings: Settings) -> RunnerConfig:
+    return RunnerConfig(
+        device=settings.device,
+        precision=settings.precision,
+        query_chunk=settings.query_chunk,
+        torch_threads=settings.torch_threads,
+    )
+
+
+async def _build_runner(
+    settings: Settings, model: AnySR | None, runner: Runner | None, model_info: ModelInfo | None
+) -> tuple[Runner, ModelInfo]:
+    if runner is not None:
+        return runner, model_info or ModelInfo(
+            spec=runner.spec, parameters=0, sha256=None, path="<injected>", untrained=False
+        )
+    if model is None:
+        model, loaded_info = await asyncio.to_thread(load_model, settings.weights, settings.allow_untrained)
+        model_info = model_info or loaded_info
+    built = ModelRunner(model, runner_config(settings))
+    return built, model_info or injected_info(model)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: AnySR | None = None,
+    runner: Runner | None = None,
+    model_info: ModelInfo | None = None,
+    gpu_probe: GpuReading | None = None,
+) -> FastAPI:
+    """Build the app. Give ``model`` (or ``runner``) to skip loading ``settings.weights``."""
+    settings = settings or Settings()
+    metrics = ServerMetrics()
+    lifecycle = Lifecycle(settings.max_requests_per_client)
+    policy = scheduler_policy(settings)
+    limits = batch_limits(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        served, info = await _build_runner(settings, model, runner, model_info)
+        halo = settings.tile_halo if settings.tile_halo is not None else receptive_radius(served.spec)
+        throughput = ThroughputTracker(settings.throughput_smoothing)
+        rates = await asyncio.to_thread(served.warm_up, policy.widths, settings.warmup_size)
+        for width, rate in rates.items():
+            throughput.seed(width, rate)
+            metrics.throughput.labels(width=width_label(width)).set(rate)
+        batcher = Batcher(served.run_batch, limits, metrics, throughput)
+        batcher.start()
+        probe = gpu_probe
+        if probe is None and served.device.type == "cuda":
+            probe = GpuProbe(served.device.index or 0)
+        sampler = LoadSampler(
+            CpuProbe(), probe, batcher, throughput, metrics, settings.load_sample_interval_s, settings.load_smoothing
+        )
+        sampler.sample()
+        sampler.start()
+        app.state.service = UpscaleService(
+            spec=served.spec,
+            model_info=info,
+            policy=policy,
+            scale_limits=ScaleLimits(settings.min_scale, settings.max_scale, settings.max_output_pixels),
+            tiles=TileConfig(settings.tile_size, halo),
+            batcher=batcher,
+            sampler=sampler,
+            throughput=throughput,
+            metrics=metrics,
+            device=str(served.device),
+            precision=served.precision,
+        )
+        lifecycle.mark_ready()
+        metrics.ready.set(1)
+        logger.info(
+            "ready: device %s, precision %s, policy %s, widths %s, tile %d + halo %d%s",
+            served.device,
+            served.precision,
+            settings.policy,
+            policy.widths,
+            settings.tile_size,
+            halo,
+            " [UNTRAINED MODEL]" if info.untrained else "",
+        )
+        try:
+            yield
+        finally:
+            lifecycle.begin_drain()
+            metrics.ready.set(0)
+            if not await lifecycle.wait_idle(settings.drain_timeout_s):
+                logger.error("shutting down with %d requests still in flight", lifecycle.in_flight)
+            await batcher.close(timeout_s=settings.drain_timeout_s)
+            await sampler.stop()
+            app.state.service = None
+
+    app = FastAPI(
+        title="AnySR Serve",
+        summary="Any-scale, any-resource image super-resolution.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
+    app.state.request_limits = request_limits(settings)
+    app.state.service = None
+    install_error_handlers(app)
+    # Added innermost first: the request id wraps everything, so even a 413 from the guard carries it.
+    app.add_middleware(UpscaleGuardMiddleware, path="/upscale", max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,114 @@
+"""Readiness, draining and in-flight accounting, plus the uvicorn server that drains on SIGTERM.
+
+:class:`Lifecycle` is plain state (no event loop needed), so a signal handler can flip it. The
+app's lifespan marks it ready after warm-up; routes admit requests through it. On SIGTERM,
+:class:`GracefulServer` flips readiness (``/readyz`` → 503) and refuses new upscales with 503, lets
+in-flight requests finish for up to the drain timeout, and only then lets uvicorn stop. A second
+signal forces an immediate exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+
+from server.errors import TooManyRequests, Unavailable
+
+logger = logging.getLogger("anysr.server.lifecycle")
+
+
+class Lifecycle:
+    """Whether the server takes work, and how much it is doing, per client and in total."""
+
+    def __init__(self, max_requests_per_client: int) -> None:
+        self.max_requests_per_client = max_requests_per_client
+        self.ready = False
+        self.draining = False
+        self.in_flight = 0
+        self._per_client: dict[str, int] = {}
+
+    def mark_ready(self) -> None:
+        self.ready = True
+
+    def begin_drain(self) -> None:
+        """Stop taking new work; in-flight requests carry on. Idempotent."""
+        if not self.draining:
+            logger.info("draining: refusing new requests, %d in flight", self.in_flight)
+        self.draining = True
+
+    @property
+    def accepting(self) -> bool:
+        return self.ready and not self.draining
+
+    @contextlib.contextmanager
+    def admit(self, client: str) -> Iterator[None]:
+        """Count one request from ``client`` for its duration; 503 if not accepting, 429 if it has too many."""
+        if self.draining:
+            raise Unavailable("draining", "server is shutting down; retry on another instance", retry_after_s=1)
+        if not self.ready:
+            raise Unavailable("not_ready", "server is warming up; retry shortly", retry_after_s=1)
+        current = self._per_client.get(client, 0)
+        if current >= self.max_requests_per_client:
+            raise TooManyRequests(
+                "too_many_requests",
+                f"client {client} already has {current} requests in flight; at most "
+                f"{self.max_requests_per_client} are allowed",
+                retry_after_s=1,
+            )
+        self._per_client[client] = current + 1
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            remaining = self._per_client[client] - 1
+            if remaining:
+                self._per_client[client] = remaining
+            else:
+                del self._per_client[client]
+
+    async def wait_idle(self, timeout_s: float, poll_s: float = 0.05) -> bool:
+        """Wait until no request is in flight or ``timeout_s`` passes; True if idle."""
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
+        return self.in_flight == 0
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT drain first: readiness flips, new work gets 503, in-flight finishes."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.drain_timeout_s = drain_timeout_s
+        self._drain_started_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_started_at is not None or not self.started:
+            # Second signal, or a signal before start-up finished: stop now.
+            logger.warning("signal %s: stopping without waiting for in-flight requests", signal.Signals(sig).name)
+            self.force_exit = self._drain_started_at is not None
+            self.should_exit = True
+            return
+        logger.info("signal %s: draining for up to %.1f s", signal.Signals(sig).name, self.drain_timeout_s)
+        self._drain_started_at = time.monotonic()
+        self.lifecycle.begin_drain()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_started_at is not None and not self.should_exit:
+            waited = time.monotonic() - self._drain_started_at
+            if self.lifecycle.in_flight == 0:
+                logger.info("drained after %.2f s", waited)
+                self.should_exit = True
+            elif waited >= self.drain_timeout_s:
+                logger.error("drain timeout: %d requests still in flight", self.lifecycle.in_flight)
+                self.should_exit = True
+        return await super().on_tick(counter)

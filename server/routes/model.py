@@ -1,0 +1,81 @@
+"""``GET /v1/model``: the loaded model, how it is served, and FLOPs per width for a given request size."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from models.flops import count_flops
+from models.widths import SCALE_GROUP_BOUNDS, WIDTHS
+from server.deps import ServiceDep
+from server.errors import BadRequest
+from server.metrics import width_label
+
+router = APIRouter(tags=["model"])
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+UNTRAINED_WARNING = "UNTRAINED: randomly initialised weights (--allow-untrained); outputs are not super-resolved"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``HxW`` (LR height by width, in pixels) → (h, w); 400 if malformed."""
+    match = _SIZE.match(text)
+    if match is None or min(int(match[1]), int(match[2])) < 1:
+        raise BadRequest("invalid_size", f"size must look like 256x256 (height x width, positive), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+@router.get("/v1/model", summary="Describe the model and FLOPs per width")
+async def describe_model(
+    service: ServiceDep,
+    size: Annotated[str, Query(description="Input size HxW (height x width) for the FLOPs table.")] = "256x256",
+    scale: Annotated[float, Query(description="Scale for the FLOPs table.")] = 2.0,
+) -> dict[str, Any]:
+    lr_size = parse_size(size)
+    out_size = service.output_size(lr_size, scale, scale)
+    plan = service.plan(lr_size, out_size)
+    info = service.model_info
+    group_widths = [{"max_scale": bound, "width": width} for bound, width in zip(SCALE_GROUP_BOUNDS, WIDTHS)]
+    group_widths.append({"max_scale": None, "width": WIDTHS[len(SCALE_GROUP_BOUNDS)]})
+    per_width = {}
+    for width in service.policy.widths:
+        breakdown = count_flops(service.spec, lr_size, out_size, width)
+        per_width[width_label(width)] = {
+            "flops": plan.flops(service.spec, width),
+            "flops_whole_image": breakdown.total,
+            "encoder_flops_whole_image": breakdown.encoder,
+            "decoder_flops_whole_image": breakdown.decoder,
+        }
+    rates = service.throughput.flops_per_s()
+    return {
+        "name": "anysr-edsr-liif",
+        "untrained": info.untrained,
+        "warning": UNTRAINED_WARNING if info.untrained else None,
+        "source": info.path,
+        "sha256": info.sha256,
+        "parameters": info.parameters,
+        "spec": dataclasses.asdict(info.spec),
+        "training": info.training,
+        "widths": list(WIDTHS),
+        "served_widths": list(service.policy.widths),
+        "scale_groups": group_widths,
+        "scale_range": {"min_exclusive": service.scale_limits.min_scale, "max": service.scale_limits.max_scale},
+        "policy": {
+            "mode": service.policy.mode,
+            "fixed_width": service.policy.fixed_width,
+        },
+        "device": service.device,
+        "precision": service.precision,
+        "tiling": {"tile_size": service.tiles.tile_size, "halo": service.tiles.halo},
+        "throughput_flops_per_s": {width_label(width): rate for width, rate in sorted(rates.items())},
+        "flops": {
+            "input_size": list(lr_size),
+            "output_size": list(out_size),
+            "tiles": plan.count,
+            "per_width": per_width,
+        },
+    }

@@ -1,0 +1,196 @@
+"""``POST /upscale``: decode → validate → plan → decide → batch → infer → stitch → encode.
+
+The body is the raw image (``Content-Type: image/png|jpeg|webp``) or a multipart form with a file
+field ``image``. The answer is the image with headers stating the width, the reason, the FLOPs run
+and a ``Server-Timing`` breakdown, or (``Accept: application/json``) the same facts as JSON with the
+image base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from models.flops import count_flops
+from server.codec import (
+    FORMAT_BY_MEDIA_TYPE,
+    MEDIA_TYPES,
+    EncodeOptions,
+    check_output_options,
+    decode_image,
+    encode_image,
+)
+from server.deps import LifecycleDep, LimitsDep, RequestLimits, ServiceDep
+from server.errors import BadRequest, UnsupportedMediaType
+from server.headers import parse_budget, parse_deadline_s, server_timing
+from server.scheduler import WidthRequest
+from server.service import wait_for_tiles
+
+router = APIRouter(tags=["upscale"])
+
+
+async def read_image_body(request: Request, limits: RequestLimits) -> bytes:
+    """The image bytes from a raw image body or a multipart field ``image``; 415 for other content types."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    accepted = ", ".join(f"image/{fmt}" for fmt in limits.decode.formats)
+    if media_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=16, max_part_size=limits.max_body_bytes)
+        except HTTPException as error:
+            raise BadRequest("invalid_multipart", f"malformed multipart body: {error.detail}") from None
+        try:
+            item = form.get("image")
+            if not isinstance(item, UploadFile):
+                raise BadRequest("missing_image", "multipart body needs a file field named 'image'")
+            part_type = (item.content_type or "").split(";")[0].strip().lower()
+            if part_type not in ("", "application/octet-stream") and (
+                FORMAT_BY_MEDIA_TYPE.get(part_type) not in limits.decode.formats
+            ):
+                raise UnsupportedMediaType(
+                    "unsupported_media_type", f"field 'image' must be one of {accepted}, got {part_type!r}"
+                )
+            return await item.read()
+        finally:
+            await form.close()
+    if FORMAT_BY_MEDIA_TYPE.get(media_type) not in limits.decode.formats:
+        raise UnsupportedMediaType(
+            "unsupported_media_type",
+            f"Content-Type must be one of {accepted} or multipart/form-data, got {media_type or 'none'!r}",
+        )
+    return await request.body()
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return when the client disconnects (call only after the body has been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def resolve_scales(scale: float | None, scale_h: float | None, scale_w: float | None) -> tuple[float, float]:
+    """(s_h, s_w) from ``scale`` and/or the per-axis overrides; 400 if an axis has none."""
+    scale_h = scale if scale_h is None else scale_h
+    scale_w = scale if scale_w is None else scale_w
+    if scale_h is None or scale_w is None:
+        raise BadRequest("missing_scale", "give 'scale' (e.g. scale=2.3), or both 'scale_h' and 'scale_w'")
+    return scale_h, scale_w
+
+
+def wants_json(accept: str | None) -> bool:
+    """JSON when the client lists application/json before any image type (or alone)."""
+    if not accept:
+        return False
+    for item in accept.split(","):
+        media = item.split(";")[0].strip().lower()
+        if media == "application/json":
+            return True
+        if media.startswith("image/"):
+            return False
+    return False
+
+
+@router.post(
+    "/upscale",
+    summary="Upscale an image by any scale",
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/json": {}}}},
+)
+async def upscale(
+    request: Request,
+    service: ServiceDep,
+    lifecycle: LifecycleDep,
+    limits: LimitsDep,
+    scale: Annotated[float | None, Query(description="Scale for both axes, in (1, 8] by default.")] = None,
+    scale_h: Annotated[float | None, Query(description="Vertical scale (overrides scale).")] = None,
+    scale_w: Annotated[float | None, Query(description="Horizontal scale (overrides scale).")] = None,
+    format: Annotated[str, Query(description="Output format: png, jpeg or webp.")] = "png",
+    quality: Annotated[int | None, Query(description="JPEG/WebP quality 1-100.")] = None,
+    x_anysr_budget: Annotated[str | None, Header(description="width=W and/or gflops=G.")] = None,
+    x_anysr_deadline_ms: Annotated[str | None, Header(description="Answer within this many ms, or 503.")] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    started = time.perf_counter()
+    request_id: str = request.state.request_id
+    budget = parse_budget(x_anysr_budget)
+    deadline_s = parse_deadline_s(x_anysr_deadline_ms)
+    output_format = format.strip().lower()
+    check_output_options(output_format, quality, limits.output_formats, limits.default_quality)
+    scale_h, scale_w = resolve_scales(scale, scale_h, scale_w)
+    client = request.client.host if request.client else "unknown"
+
+    with lifecycle.admit(client):
+        service.metrics.in_flight.inc()
+        try:
+            body = await read_image_body(request, limits)
+            decode_started = time.perf_counter()
+            image = await run_in_threadpool(decode_image, body, limits.decode)  # decode
+            decode_s = time.perf_counter() - decode_started
+            out_size = service.output_size(image.size, scale_h, scale_w)  # validate
+            plan = service.plan(image.size, out_size)  # plan
+            decision = service.decide(
+                WidthRequest(scale_h, scale_w, service.flops_table(plan), budget.width, budget.flops, deadline_s)
+            )
+            jobs, futures = service.make_jobs(image, plan, decision.width, request_id)
+            service.submit(jobs)  # batch
+            submitted = time.perf_counter()
+            timeout_s = min(limits.request_timeout_s, deadline_s or math.inf) - (submitted - started)
+            results = await wait_for_tiles(futures, timeout_s, wait_for_disconnect(request))  # infer
+            outcome = await run_in_threadpool(service.stitch, plan, results, submitted, time.perf_counter())
+            encode_started = time.perf_counter()
+            options = EncodeOptions(
+                format=output_format,
+                quality=quality if quality is not None else limits.default_quality,
+                png_compress_level=limits.png_compress_level,
+            )
+            encoded = await run_in_threadpool(encode_image, outcome.pixels, image.alpha, options)  # encode
+            encode_s = time.perf_counter() - encode_started
+        finally:
+            service.metrics.in_flight.dec()
+
+    total_s = time.perf_counter() - started
+    service.record_success(decision.width, total_s, outcome)
+    headers = {
+        "X-AnySR-Width": f"{decision.width:.1f}",
+        "X-AnySR-FLOPs": str(decision.flops),
+        "X-AnySR-Reason": decision.reason,
+        "X-AnySR-Tiles": str(plan.count),
+        "Server-Timing": server_timing(
+            queue=outcome.queue_s, decode=decode_s, compute=outcome.compute_s, encode=encode_s, total=total_s
+        ),
+    }
+    if not wants_json(accept):
+        return Response(encoded, media_type=MEDIA_TYPES[output_format], headers=headers)
+    whole = count_flops(service.spec, image.size, out_size, decision.width).total
+    return JSONResponse(
+        {
+            "request_id": request_id,
+            "width": decision.width,
+            "reason": decision.reason,
+            "flops": decision.flops,
+            "flops_whole_image": whole,
+            "load_level": decision.load_level,
+            "scale": [out_size[0] / image.size[0], out_size[1] / image.size[1]],
+            "input_size": list(image.size),
+            "output_size": list(out_size),
+            "tiles": plan.count,
+            "format": output_format,
+            "media_type": MEDIA_TYPES[output_format],
+            "timing_ms": {
+                "queue": outcome.queue_s * 1e3,
+                "decode": decode_s * 1e3,
+                "compute": outcome.compute_s * 1e3,
+                "encode": encode_s * 1e3,
+                "total": total_s * 1e3,
+            },
+            "image_base64": base64.b64encode(encoded).decode("ascii"),
+        },
+        headers=headers,
+    )

@@ -1,0 +1,338 @@
+"""Width scheduling: a pure function of (load snapshot, request, policy) → decision with a reason.
+
+No torch, psutil or pynvml here, and no clock or global state: the probes live in ``server/load.py``,
+the FLOPs table arrives precomputed in :class:`WidthRequest`, and hysteresis uses the previous
+decision passed in by the caller. So every branch can be tested with hand-built snapshots.
+
+Policies (``SchedulerPolicy.mode``):
+
+- ``adaptive`` (default): idle → full width for every scale (the paper's advice when resources are
+  plentiful); moderate load → the scale-group width; heavy load → one width below the group width,
+  never narrower than the narrowest served width.
+- ``scale-groups``: always the paper's scale-group width.
+- ``fixed``: always ``fixed_width``.
+
+Request overrides, in order of precedence: a forced width (``X-AnySR-Budget: width=W``) wins outright;
+a FLOPs budget (``gflops=G``) and a deadline (``X-AnySR-Deadline-Ms``) each pick the widest width
+that satisfies them (both: the widest satisfying both). A forced width is still checked against a
+budget or deadline given with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.widths import WIDTHS, check_width, width_for_scale
+
+#: Load levels, in increasing order. The level is part of every decision so hysteresis can use it.
+IDLE, MODERATE, HEAVY = 0, 1, 2
+LOAD_LEVEL_NAMES = ("idle", "moderate", "heavy")
+
+#: Every reason a decision can carry (a fixed set, so metrics can create their labels up front).
+REASONS: tuple[str, ...] = (
+    "forced",
+    "budget",
+    "deadline",
+    "fixed",
+    "scale_group",
+    "idle",
+    "cpu_busy",
+    "gpu_busy",
+    "queue_busy",
+    "gpu_memory_low",
+)
+
+PolicyMode = Literal["adaptive", "scale-groups", "fixed"]
+
+
+@dataclass(frozen=True)
+class LoadSnapshot:
+    """What the scheduler knows about the server's load at one instant (built by ``server/load.py``).
+
+    Utilisations are smoothed fractions in [0, 1]. GPU fields are ``None`` on CPU-only hosts or when
+    the GPU cannot be read. Queue fields count tile jobs waiting or running; ``queued_flops`` is split
+    by width so the predicted drain time can use each width's own measured throughput.
+    """
+
+    cpu_utilisation: float = 0.0
+    gpu_utilisation: float | None = None
+    gpu_memory_free_bytes: int | None = None
+    queue_depth: int = 0
+    queued_pixels: int = 0
+    queued_flops: Mapping[float, int] = field(default_factory=dict)
+    #: Measured FLOP/s per width (warm-up, then an EWMA over real batches).
+    flops_per_s: Mapping[float, float] = field(default_factory=dict)
+    #: Smoothed per-request time outside the model (decode, plan, stitch, encode), seconds.
+    request_overhead_s: float = 0.0
+    timestamp_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class WidthRequest:
+    """One request, as the scheduler sees it: its scale, its cost per width and the header overrides.
+
+    ``flops`` maps every served width to the FLOPs this request would actually run at that width
+    (tiles and their overlap included), computed by the caller from ``models.flops``.
+    """
+
+    scale_h: float
+    scale_w: float
+    flops: Mapping[float, int]
+    forced_width: float | None = None
+    budget_flops: int | None = None
+    deadline_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerPolicy:
+    """Policy and thresholds (from settings, validated there). Utilisation thresholds of ``None`` ignore it."""
+
+    mode: PolicyMode = "adaptive"
+    fixed_width: float | None = None
+    #: Widths this server may choose, narrowest first (a subset of ``WIDTHS``).
+    widths: tuple[float, ...] = WIDTHS
+    moderate_utilisation: float | None = 0.6
+    heavy_utilisation: float | None = 0.9
+    #: Predicted seconds of queued work at which the load counts as moderate / heavy.
+    moderate_queue_s: float = 0.5
+    heavy_queue_s: float = 2.0
+    #: Free GPU memory below this counts as heavy load.
+    min_gpu_free_bytes: int = 1 << 30
+    #: Relative margin a signal must fall below a threshold before the level drops (anti-flap).
+    hysteresis: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            raise ValueError("policy needs at least one width")
+        for width in self.widths:
+            check_width(width)
+        if tuple(sorted(set(self.widths))) != self.widths:
+            raise ValueError(f"policy widths must be unique and sorted ascending, got {self.widths}")
+        if self.mode == "fixed":
+            if self.fixed_width is None or check_width(self.fixed_width) not in self.widths:
+                raise ValueError(f"fixed policy width must be one of {self.widths}, got {self.fixed_width}")
+        if not 0.0 <= self.hysteresis < 1.0:
+            raise ValueError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
+
+
+@dataclass(frozen=True)
+class WidthDecision:
+    """The scheduler's output: log it, put it in headers, use ``width`` and ``reason`` as metric labels."""
+
+    width: float
+    #: FLOPs the request will run at ``width`` (from ``WidthRequest.flops``).
+    flops: int
+    #: One of :data:`REASONS`.
+    reason: str
+    #: Load level seen (IDLE, MODERATE, HEAVY), after hysteresis; the next call's ``previous`` uses it.
+    load_level: int
+    #: Predicted seconds until this request's result is ready, when a deadline was asked for.
+    predicted_s: float | None = None
+
+
+class NoWidthFits(Exception):
+    """No served width satisfies the request's constraints (the caller maps it to an HTTP error)."""
+
+
+class BudgetTooSmall(NoWidthFits):
+    """The FLOPs budget is below what even the narrowest width costs for this request."""
+
+    def __init__(self, budget_flops: int, minimum_flops: int, minimum_width: float) -> None:
+        self.budget_flops = budget_flops
+        self.minimum_flops = minimum_flops
+        self.minimum_width = minimum_width
+        super().__init__(
+            f"budget of {budget_flops / 1e9:.3f} GFLOPs is below the {minimum_flops / 1e9:.3f} GFLOPs "
+            f"this request needs at the narrowest width ({minimum_width}); raise gflops to at least "
+            f"{math.ceil(minimum_flops / 1e6) / 1e3:.3f}"
+        )
+
+
+class DeadlineUnreachable(NoWidthFits):
+    """Even the fastest allowed width is predicted to finish after the deadline."""
+
+    def __init__(self, deadline_s: float, predicted_s: float, queued_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.predicted_s = predicted_s
+        self.queued_s = queued_s
+        super().__init__(
+            f"deadline of {deadline_s * 1e3:.0f} ms cannot be met: the fastest allowed width is predicted "
+            f"to take {predicted_s * 1e3:.0f} ms ({queued_s * 1e3:.0f} ms of it queued work)"
+        )
+
+
+def parse_policy(text: str) -> tuple[PolicyMode, float | None]:
+    """Parse ``adaptive``, ``scale-groups`` or ``fixed:W`` into (mode, fixed width)."""
+    value = text.strip().lower()
+    if value == "adaptive":
+        return "adaptive", None
+    if value == "scale-groups":
+        return "scale-groups", None
+    if value.startswith("fixed:"):
+        raw = value.split(":", 1)[1]
+        try:
+            width = float(raw)
+        except ValueError:
+            raise ValueError(f"fixed policy width must be a number in {WIDTHS}, got {raw!r}") from None
+        return "fixed", check_width(width)
+    raise ValueError(f"policy must be 'adaptive', 'scale-groups' or 'fixed:W' with W in {WIDTHS}, got {text!r}")
+
+
+def queued_work_s(load: LoadSnapshot) -> float:
+    """Predicted seconds to finish the queued (and running) work, from per-width throughput.
+
+    A width with queued work but no throughput estimate is costed at the slowest known rate, and
+    if nothing is known at all the work counts as zero (the server is not warm yet).
+    """
+    known = [rate for rate in load.flops_per_s.values() if rate > 0]
+    if not known:
+        return 0.0
+    slowest = min(known)
+    total = 0.0
+    for width, flops in load.queued_flops.items():
+        rate = load.flops_per_s.get(width, 0.0)
+        total += flops / (rate if rate > 0 else slowest)
+    return total
+
+
+def _level_of(value: float, moderate: float, heavy: float, hysteresis: float, previous: int | None) -> int:
+    """Level of one signal: 0 below ``moderate``, 1 from it, 2 from ``heavy``, made sticky by hysteresis.
+
+    Rising is immediate. Falling from the previous level needs the value to drop below that level's
+    threshold times (1 − hysteresis). The result is monotone in ``value`` for a fixed ``previous``.
+    """
+    bounds = (moderate, heavy)
+    level = sum(1 for bound in bounds if value >= bound)
+    if previous is not None and previous > level:
+        sticky = sum(1 for bound in bounds[:previous] if value >= bound * (1.0 - hysteresis))
+        level = max(level, sticky)
+    return level
+
+
+def assess_load(load: LoadSnapshot, policy: SchedulerPolicy, previous_level: int | None) -> tuple[int, str]:
+    """The load level (IDLE, MODERATE, HEAVY) and the signal that set it (a reason for heavy load).
+
+    Signals: utilisation of the serving device (GPU when readable, else CPU), predicted queued work,
+    and free GPU memory (below the floor it counts as heavy). The highest level wins; ties name the
+    first signal in that order.
+    """
+    signals: list[tuple[int, str]] = []
+    if load.gpu_utilisation is not None:
+        utilisation, busy_reason = load.gpu_utilisation, "gpu_busy"
+    else:
+        utilisation, busy_reason = load.cpu_utilisation, "cpu_busy"
+    if policy.moderate_utilisation is not None and policy.heavy_utilisation is not None:
+        signals.append(
+            (
+                _level_of(
+                    utilisation,
+                    policy.moderate_utilisation,
+                    policy.heavy_utilisation,
+                    policy.hysteresis,
+                    previous_level,
+                ),
+                busy_reason,
+            )
+        )
+    queue_level = _level_of(
+        queued_work_s(load), policy.moderate_queue_s, policy.heavy_queue_s, policy.hysteresis, previous_level
+    )
+    signals.append((queue_level, "queue_busy"))
+    if load.gpu_memory_free_bytes is not None and load.gpu_memory_free_bytes < policy.min_gpu_free_bytes:
+        signals.append((HEAVY, "gpu_memory_low"))
+    level, reason = IDLE, "idle"
+    for signal_level, signal_reason in signals:
+        if signal_level > level:
+            level, reason = signal_level, signal_reason
+    return level, reason
+
+
+def _snap_down(target: float, widths: tuple[float, ...]) -> float:
+    """The widest served width not wider than ``target``; the narrowest served width if none is."""
+    fitting = [width for width in widths if width <= target + 1e-9]
+    return fitting[-1] if fitting else widths[0]
+
+
+def policy_width(scale: float, level: int, heavy_reason: str, policy: SchedulerPolicy) -> tuple[float, str]:
+    """The width and reason the policy alone picks for a (max-side) ``scale`` at a load ``level``."""
+    if policy.mode == "fixed":
+        assert policy.fixed_width is not None
+        return policy.fixed_width, "fixed"
+    group_width = _snap_down(width_for_scale(scale), policy.widths)
+    if policy.mode == "scale-groups":
+        return group_width, "scale_group"
+    if level == IDLE:
+        return policy.widths[-1], "idle"
+    if level == MODERATE:
+        return group_width, "scale_group"
+    narrower = [width for width in policy.widths if width < group_width - 1e-9]
+    return (narrower[-1] if narrower else policy.widths[0]), heavy_reason
+
+
+def predict_finish_s(load: LoadSnapshot, flops: int, width: float) -> float | None:
+    """Seconds from now until a request of ``flops`` at ``width`` would finish, or None if unmeasured."""
+    rate = load.flops_per_s.get(width, 0.0)
+    if rate <= 0:
+        return None
+    return load.request_overhead_s + queued_work_s(load) + flops / rate
+
+
+def choose_width(
+    load: LoadSnapshot,
+    req: WidthRequest,
+    policy: SchedulerPolicy,
+    previous: WidthDecision | None = None,
+) -> WidthDecision:
+    """Pick the width for one request. Raises :class:`BudgetTooSmall` or :class:`DeadlineUnreachable`.
+
+    Called by the upscale route once per request, just before its tiles are queued, with the
+    previous decision (any request's) so the load level does not flap around a threshold.
+    """
+    missing = [width for width in policy.widths if width not in req.flops]
+    if missing:
+        raise ValueError(f"request FLOPs table lacks widths {missing}; it must cover {policy.widths}")
+    level, heavy_reason = assess_load(load, policy, previous.load_level if previous is not None else None)
+    scale = max(req.scale_h, req.scale_w)
+
+    if req.forced_width is not None:
+        width = check_width(req.forced_width)
+        if width not in policy.widths:
+            raise ValueError(f"forced width must be one of the served widths {policy.widths}, got {width}")
+        candidates = [width]
+        reason = "forced"
+    elif req.budget_flops is not None or req.deadline_s is not None:
+        candidates = list(policy.widths)
+        reason = "budget" if req.budget_flops is not None else "deadline"
+    else:
+        width, reason = policy_width(scale, level, heavy_reason, policy)
+        return WidthDecision(width=width, flops=req.flops[width], reason=reason, load_level=level)
+
+    if req.budget_flops is not None:
+        affordable = [width for width in candidates if req.flops[width] <= req.budget_flops]
+        if not affordable:
+            cheapest = min(candidates, key=lambda width: req.flops[width])
+            raise BudgetTooSmall(req.budget_flops, req.flops[cheapest], cheapest)
+        candidates = affordable
+
+    predicted: float | None = None
+    if req.deadline_s is not None:
+        timely = []
+        best: float | None = None
+        for width in candidates:
+            finish = predict_finish_s(load, req.flops[width], width)
+            if finish is None:
+                continue
+            best = finish if best is None else min(best, finish)
+            if finish <= req.deadline_s:
+                timely.append((width, finish))
+        if not timely:
+            raise DeadlineUnreachable(req.deadline_s, best if best is not None else math.inf, queued_work_s(load))
+        if reason == "budget" and timely[-1][0] < candidates[-1]:
+            reason = "deadline"
+        width, predicted = timely[-1]
+    else:
+        width = candidates[-1]
+    return WidthDecision(width=width, flops=req.flops[width], reason=reason, load_level=level, predicted_s=predicted)

@@ -1,0 +1,253 @@
+"""The upscale service: what the routes call, one method per pipeline step.
+
+``validate → plan → decide → submit/await → stitch``; decoding and encoding live in ``codec.py``.
+One instance per app, built in the lifespan and stored on ``app.state``. It wires the scheduler
+(pure), the batcher (queue + inference thread), the load sampler and the metrics together, and
+keeps the previous decision for the scheduler's hysteresis. No HTTP types here except the errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from models.spec import ModelSpec
+from server.batcher import Batcher, BatcherClosed, QueueFull
+from server.codec import DecodedImage
+from server.errors import GatewayTimeout, ServiceError, Unavailable, Unprocessable
+from server.jobs import BatchKey, TileJob, TileResult
+from server.load import LoadSampler
+from server.metrics import ServerMetrics, width_label
+from server.scheduler import (
+    BudgetTooSmall,
+    DeadlineUnreachable,
+    SchedulerPolicy,
+    WidthDecision,
+    WidthRequest,
+    choose_width,
+    queued_work_s,
+)
+from server.throughput import ThroughputTracker
+from server.tiling import TilePlan, crop_window, plan_tiles, stitch_tiles, tile_query
+
+logger = logging.getLogger("anysr.server.service")
+
+
+class ClientClosedRequest(ServiceError):
+    """The client disconnected before its result was ready (nginx's 499); its tiles are dropped."""
+
+    status = 499
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /v1/model reports about the loaded model."""
+
+    spec: ModelSpec
+    parameters: int
+    #: SHA-256 of the weights file, or None for an untrained model.
+    sha256: str | None
+    path: str | None
+    untrained: bool
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScaleLimits:
+    """Allowed scales (min exclusive, max inclusive) and output size."""
+
+    min_scale: float = 1.0
+    max_scale: float = 8.0
+    max_output_pixels: int = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """LR tile side and halo (overlap per side)."""
+
+    tile_size: int
+    halo: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished upscale before encoding."""
+
+    pixels: torch.Tensor  # (H, W, 3) uint8
+    queue_s: float
+    compute_s: float
+
+
+async def wait_for_tiles(
+    futures: list[asyncio.Future[TileResult]], timeout_s: float, disconnected: Awaitable[None]
+) -> list[TileResult]:
+    """Await every tile, or give up on timeout (504) or client disconnect (499), dropping queued tiles.
+
+    Giving up cancels the tiles' futures, which is how the batcher learns to drop them. A failed tile
+    fails the request at once (its siblings are dropped) with that tile's error.
+    """
+    tiles = asyncio.ensure_future(asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION))
+    watcher = asyncio.ensure_future(disconnected)
+    try:
+        done, _ = await asyncio.wait({tiles, watcher}, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        tiles.cancel()  # stops the inner wait only; the futures themselves are handled below
+    completed = all(future.done() for future in futures)
+    failure: BaseException | None = None
+    for future in futures:
+        if future.done() and not future.cancelled():
+            error = future.exception()  # retrieving every error keeps asyncio from logging the others
+            failure = failure or error
+        future.cancel()  # no-op for finished tiles; drops the queued ones
+    if failure is not None:
+        if isinstance(failure, BatcherClosed):
+            raise Unavailable("draining", str(failure), retry_after_s=1) from None
+        raise failure
+    if completed:
+        return [future.result() for future in futures]
+    if watcher in done and not watcher.cancelled():
+        raise ClientClosedRequest("client_closed", "client disconnected before the result was ready")
+    raise GatewayTimeout(
+        "timeout", f"request did not finish within {timeout_s:.3f} s; its remaining tiles were dropped"
+    )
+
+
+class UpscaleService:
+    """Validation, planning, scheduling and batching for one model on one device."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model_info: ModelInfo,
+        policy: SchedulerPolicy,
+        scale_limits: ScaleLimits,
+        tiles: TileConfig,
+        batcher: Batcher,
+        sampler: LoadSampler,
+        throughput: ThroughputTracker,
+        metrics: ServerMetrics,
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.model_info = model_info
+        self.policy = policy
+        self.scale_limits = scale_limits
+        self.tiles = tiles
+        self.batcher = batcher
+        self.sampler = sampler
+        self.throughput = throughput
+        self.metrics = metrics
+        self._previous: WidthDecision | None = None
+
+    # -- validate --------------------------------------------------------------------------------
+
+    def output_size(self, lr_size: tuple[int, int], scale_h: float, scale_w: float) -> tuple[int, int]:
+        """(H, W) = round(h·s_h), round(w·s_w); 422 if a scale or the output size is out of range."""
+        limits = self.scale_limits
+        for name, value in (("scale_h", scale_h), ("scale_w", scale_w)):
+            if not math.isfinite(value) or not limits.min_scale < value <= limits.max_scale:
+                raise Unprocessable(
+                    "scale_out_of_range",
+                    f"{name} must be greater than {limits.min_scale} and at most {limits.max_scale}, got {value}",
+                )
+        out = (max(1, round(lr_size[0] * scale_h)), max(1, round(lr_size[1] * scale_w)))
+        if out[0] * out[1] > limits.max_output_pixels:
+            raise Unprocessable(
+                "output_too_large",
+                f"output would be {out[1]}x{out[0]} = {out[0] * out[1]} pixels; at most "
+                f"{limits.max_output_pixels} are allowed (lower the scale or send a smaller image)",
+            )
+        return out
+
+    # -- plan ------------------------------------------------------------------------------------
+
+    def plan(self, lr_size: tuple[int, int], out_size: tuple[int, int]) -> TilePlan:
+        return plan_tiles(lr_size, out_size, self.tiles.tile_size, self.tiles.halo)
+
+    def flops_table(self, plan: TilePlan) -> dict[float, int]:
+        """FLOPs the plan would run at each served width."""
+        return {width: plan.flops(self.spec, width) for width in self.policy.widths}
+
+    # -- decide ----------------------------------------------------------------------------------
+
+    def decide(self, request: WidthRequest) -> WidthDecision:
+        """Run the scheduler on a fresh snapshot; 422 over budget, 503 if the deadline cannot be met."""
+        snapshot = self.sampler.snapshot()
+        try:
+            decision = choose_width(snapshot, request, self.policy, self._previous)
+        except BudgetTooSmall as error:
+            raise Unprocessable("budget_too_small", str(error)) from None
+        except DeadlineUnreachable as error:
+            raise Unavailable("deadline_unreachable", str(error), retry_after_s=queued_work_s(snapshot)) from None
+        except ValueError as error:  # a forced width outside the served set
+            raise Unprocessable("width_not_served", str(error)) from None
+        self._previous = decision
+        self.metrics.width_selected.labels(width=width_label(decision.width), reason=decision.reason).inc()
+        self.metrics.load_level.set(decision.load_level)
+        logger.debug("decision %s (queue %d tiles)", decision, snapshot.queue_depth)
+        return decision
+
+    # -- batch + infer ---------------------------------------------------------------------------
+
+    def make_jobs(
+        self, image: DecodedImage, plan: TilePlan, width: float, request_id: str
+    ) -> tuple[list[TileJob], list[asyncio.Future[TileResult]]]:
+        """One job per tile, each with its own future, in ``plan.tiles()`` order."""
+        loop = asyncio.get_running_loop()
+        scale = (plan.out_size[0] / plan.lr_size[0], plan.out_size[1] / plan.lr_size[1])
+        key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
+        tile_flops = plan.tile_flops(self.spec, width)
+        jobs, futures = [], []
+        for tile in plan.tiles():
+            coord_y, coord_x, cell = tile_query(plan, tile)
+            future: asyncio.Future[TileResult] = loop.create_future()
+            jobs.append(
+                TileJob(
+                    key=key,
+                    lr=crop_window(image.rgb, plan, tile),
+                    coord_y=coord_y,
+                    coord_x=coord_x,
+                    cell=cell,
+                    scale=scale,
+                    flops=tile_flops,
+                    future=future,
+                    request_id=request_id,
+                )
+            )
+            futures.append(future)
+        return jobs, futures
+
+    def submit(self, jobs: list[TileJob]) -> None:
+        """Queue the jobs; 503 with Retry-After when the queue is full or the server is draining."""
+        try:
+            self.batcher.submit(jobs)
+        except QueueFull as error:
+            retry = queued_work_s(self.sampler.snapshot())
+            raise Unavailable("queue_full", f"server is at capacity: {error}", retry_after_s=retry) from None
+        except BatcherClosed as error:
+            raise Unavailable("draining", str(error), retry_after_s=1) from None
+
+    # -- stitch ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def stitch(plan: TilePlan, results: list[TileResult], submitted_s: float, finished_s: float) -> Outcome:
+        """Assemble the tiles; split the time in the batcher into compute (its batches) and queue."""
+        pixels = stitch_tiles(plan, [result.pixels for result in results])
+        compute_s = sum({result.batch_id: result.batch_compute_s for result in results}.values())
+        queue_s = max(0.0, (finished_s - submitted_s) - compute_s)
+        return Outcome(pixels=pixels, queue_s=queue_s, compute_s=compute_s)
+
+    def record_success(self, width: float, total_s: float, outcome: Outcome) -> None:
+        """Latency histogram and the overhead estimate the deadline predictor uses."""
+        self.metrics.request_duration.labels(width=width_label(width)).observe(total_s)
+        self.throughput.observe_overhead(total_s - outcome.queue_s - outcome.compute_s)

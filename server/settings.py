@@ -1,0 +1,177 @@
+"""The server's one settings object: environment variables ``ANYSR_*``, overridden by ``anysr serve`` flags.
+
+Every field has a description (``anysr serve --help`` and docs/serving.md print them) and is checked
+when the object is built, so a bad value stops start-up with a message naming the value and the
+allowed range. ``create_app`` turns these into the small frozen dataclasses the layers below take
+(``SchedulerPolicy``, ``BatchLimits``, ``RunnerConfig``, ...); nothing below the app imports this.
+Whether the weights file exists is checked by ``anysr serve`` before it starts (tests inject models).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.widths import WIDTHS, check_width
+from server.codec import PILLOW_FORMATS
+from server.scheduler import parse_policy
+
+DEFAULT_WEIGHTS = Path("weights/anysr-edsr-liif.safetensors")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``"a,b"`` (env vars, flags) as well as sequences."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """All knobs of ``anysr serve``."""
+
+    model_config = SettingsConfigDict(env_prefix="ANYSR_", extra="forbid", env_parse_none_str="none")
+
+    # -- network ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    # -- model -----------------------------------------------------------------------------------
+    weights: Path = Field(DEFAULT_WEIGHTS, description="Safetensors weights file (the spec travels inside it).")
+    allow_untrained: bool = Field(
+        False,
+        description="If the weights file is missing, serve a randomly initialised model (smoke tests only; "
+        "labelled in logs and /v1/model).",
+    )
+    device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = fp32 on CPU, bf16 on CUDA; fp16 only on CUDA."
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (none = torch default).")
+    widths: Annotated[tuple[float, ...], NoDecode] = Field(
+        WIDTHS, description="Widths the scheduler may choose, comma-separated, from 0.5, 0.7, 0.9, 1.0."
+    )
+
+    # -- scheduler -------------------------------------------------------------------------------
+    policy: str = Field("adaptive", description="adaptive, scale-groups or fixed:W.")
+    moderate_utilisation: float | None = Field(
+        0.6, gt=0, le=1, description="Device utilisation (0-1) from which load is moderate (none = ignore)."
+    )
+    heavy_utilisation: float | None = Field(
+        0.9, gt=0, le=1, description="Device utilisation (0-1) from which load is heavy (none = ignore)."
+    )
+    moderate_queue_s: float = Field(0.5, gt=0, description="Queued work (predicted seconds) that counts as moderate.")
+    heavy_queue_s: float = Field(2.0, gt=0, description="Queued work (predicted seconds) that counts as heavy.")
+    min_gpu_free_bytes: int = Field(1 << 30, ge=0, description="Free GPU memory below which load is heavy.")
+    hysteresis: float = Field(
+        0.1, ge=0, lt=1, description="Relative margin below a threshold before the load level drops."
+    )
+    load_sample_interval_s: float = Field(0.5, gt=0, description="Seconds between load samples.")
+    load_smoothing: float = Field(0.3, gt=0, le=1, description="EWMA weight of each new load sample.")
+    throughput_smoothing: float = Field(0.2, gt=0, le=1, description="EWMA weight of each batch's FLOP/s.")
+
+    # -- tiling and batching ---------------------------------------------------------------------
+    tile_size: int = Field(256, ge=8, description="LR pixels per tile side, before the halo; smaller images run whole.")
+    tile_halo: int | None = Field(
+        None, ge=0, description="LR pixels of overlap per tile side (none = the model's receptive radius: exact)."
+    )
+    max_batch_tiles: int = Field(8, ge=1, description="Most tiles in one batch.")
+    max_batch_pixels: int = Field(1 << 20, ge=1, description="Most LR pixels in one batch.")
+    max_batch_wait_ms: float = Field(2.0, ge=0, description="Longest a tile waits for its batch to fill.")
+    max_queue_tiles: int = Field(256, ge=1, description="Most tiles queued or running; beyond it requests get 503.")
+    query_chunk: int = Field(65536, ge=1, description="Decoder queries per step across a batch (bounds memory).")
+    warmup_size: int = Field(48, ge=8, description="LR side of the warm-up image run at every width.")
+
+    # -- limits ----------------------------------------------------------------------------------
+    max_body_bytes: int = Field(32 << 20, ge=1, description="Largest request body.")
+    max_input_pixels: int = Field(2048 * 2048, ge=1, description="Largest input image (h·w).")
+    max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output image (H·W).")
+    min_scale: float = Field(1.0, ge=1.0, description="Scales must be greater than this.")
+    max_scale: float = Field(8.0, gt=1.0, le=64.0, description="Scales must be at most this.")
+    input_formats: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("png", "jpeg", "webp"), description="Accepted input formats, comma-separated."
+    )
+    output_formats: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("png", "jpeg", "webp"), description="Allowed output formats, comma-separated."
+    )
+    default_quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality when the request gives none.")
+    png_compress_level: int = Field(1, ge=0, le=9, description="PNG zlib level (1: fast, 9: smallest).")
+    request_timeout_s: float = Field(60.0, gt=0, description="Longest a request may wait for its tiles (504 after).")
+    max_requests_per_client: int = Field(16, ge=1, description="In-flight upscales per client address (429 beyond).")
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
+
+    @field_validator("widths", mode="before")
+    @classmethod
+    def _parse_widths(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, tuple | list):
+            return tuple(float(item) for item in value)
+        return value
+
+    @field_validator("widths")
+    @classmethod
+    def _check_widths(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError(f"widths needs at least one of {WIDTHS}")
+        return tuple(sorted({check_width(width) for width in value}))
+
+    @field_validator("input_formats", "output_formats", mode="before")
+    @classmethod
+    def _parse_formats(cls, value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, tuple | list):
+            return tuple(str(item).lower() for item in value)
+        return value
+
+    @field_validator("input_formats", "output_formats")
+    @classmethod
+    def _check_formats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = tuple(PILLOW_FORMATS)
+        unknown = [item for item in value if item not in allowed]
+        if unknown or not value:
+            raise ValueError(f"formats must be a non-empty subset of {allowed}, got {value}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        parse_policy(value)
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if (self.moderate_utilisation is None) != (self.heavy_utilisation is None):
+            raise ValueError("moderate_utilisation and heavy_utilisation must both be set or both be none")
+        if self.moderate_utilisation is not None and self.heavy_utilisation is not None:
+            if self.moderate_utilisation >= self.heavy_utilisation:
+                raise ValueError(
+                    f"moderate_utilisation ({self.moderate_utilisation}) must be below heavy_utilisation "
+                    f"({self.heavy_utilisation})"
+                )
+        if self.moderate_queue_s >= self.heavy_queue_s:
+            raise ValueError(
+                f"moderate_queue_s ({self.moderate_queue_s}) must be below heavy_queue_s ({self.heavy_queue_s})"
+            )
+        if self.max_scale <= self.min_scale:
+            raise ValueError(f"max_scale ({self.max_scale}) must be greater than min_scale ({self.min_scale})")
+        mode, fixed = parse_policy(self.policy)
+        if mode == "fixed" and fixed not in self.widths:
+            raise ValueError(f"policy {self.policy!r} uses a width outside the served widths {self.widths}")
+        if self.max_output_pixels < self.max_input_pixels:
+            raise ValueError(
+                f"max_output_pixels ({self.max_output_pixels}) must be at least max_input_pixels "
+                f"({self.max_input_pixels}): every upscale is larger than its input"
+            )
+        return self

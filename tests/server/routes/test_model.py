@@ -1,0 +1,68 @@
+"""GET /v1/model: description, FLOPs per width for a size, validation, the untrained label."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import TINY_SPEC, build_model, count_flops
+from server.model_source import untrained_info
+from server.tiling import plan_tiles, receptive_radius
+from tests.server.helpers import TestClient, make_app
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(make_app()) as test_client:
+        yield test_client
+
+
+def test_describes_model_and_serving(client):
+    body = client.get("/v1/model").json()
+    assert body["widths"] == [0.5, 0.7, 0.9, 1.0]
+    assert body["served_widths"] == [0.5, 0.7, 0.9, 1.0]
+    assert body["scale_groups"] == [
+        {"max_scale": 1.75, "width": 0.5},
+        {"max_scale": 2.55, "width": 0.7},
+        {"max_scale": 3.25, "width": 0.9},
+        {"max_scale": None, "width": 1.0},
+    ]
+    assert body["parameters"] == sum(p.numel() for p in build_model(TINY_SPEC).parameters())
+    assert body["spec"]["n_feats"] == TINY_SPEC.n_feats
+    assert body["untrained"] is False and body["warning"] is None
+    assert body["policy"] == {"mode": "adaptive", "fixed_width": None}
+    assert body["tiling"] == {"tile_size": 16, "halo": receptive_radius(TINY_SPEC)}
+    assert body["device"] == "cpu" and body["precision"] == "fp32"
+    assert set(body["throughput_flops_per_s"]) == {"0.5", "0.7", "0.9", "1.0"}
+    assert body["scale_range"] == {"min_exclusive": 1.0, "max": 8.0}
+
+
+def test_flops_per_width_for_a_given_size(client):
+    body = client.get("/v1/model", params={"size": "40x50", "scale": 3}).json()
+    flops = body["flops"]
+    assert flops["input_size"] == [40, 50] and flops["output_size"] == [120, 150]
+    plan = plan_tiles((40, 50), (120, 150), tile_size=16, halo=receptive_radius(TINY_SPEC))
+    assert flops["tiles"] == plan.count
+    for width in (0.5, 0.7, 0.9, 1.0):
+        entry = flops["per_width"][f"{width:.1f}"]
+        whole = count_flops(TINY_SPEC, (40, 50), (120, 150), width)
+        assert entry["flops"] == plan.flops(TINY_SPEC, width)
+        assert entry["flops_whole_image"] == whole.total
+        assert entry["encoder_flops_whole_image"] + entry["decoder_flops_whole_image"] == whole.total
+
+
+@pytest.mark.parametrize(("params", "status"), [({"size": "40"}, 400), ({"size": "0x4"}, 400), ({"scale": 20}, 422)])
+def test_bad_queries(client, params, status):
+    response = client.get("/v1/model", params=params)
+    assert response.status_code == status
+    assert "error" in response.json()
+
+
+def test_untrained_models_are_labelled():
+    torch.manual_seed(0)
+    model = build_model(TINY_SPEC)
+    with TestClient(make_app(model=model, model_info=untrained_info(model))) as client:
+        body = client.get("/v1/model").json()
+    assert body["untrained"] is True
+    assert "UNTRAINED" in body["warning"]
+    assert body["sha256"] is None

@@ -1,0 +1,159 @@
+"""cli/serve.py: flags over env, start-up refusals, and one real server in a subprocess (post, scrape, drain)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from cli import serve
+from models import ModelSpec, count_flops
+from server.settings import Settings
+from tests.server.helpers import encode, random_image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_every_setting_has_a_flag_and_flags_override_env(monkeypatch):
+    monkeypatch.setenv("ANYSR_PORT", "9100")
+    monkeypatch.setenv("ANYSR_POLICY", "scale-groups")
+    args = parse(["--port", "9001", "--widths", "0.5,1.0", "--tile-halo", "none", "--allow-untrained"])
+    settings = Settings(**serve.settings_overrides(args))
+    assert settings.port == 9001  # flag beats env
+    assert settings.policy == "scale-groups"  # env beats default
+    assert settings.widths == (0.5, 1.0)
+    assert settings.tile_halo is None
+    assert settings.allow_untrained is True
+    assert set(vars(parse([]))) == set(Settings.model_fields)
+
+
+def test_missing_weights_stop_start_up(tmp_path, capsys):
+    code = serve.run(parse(["--weights", str(tmp_path / "absent.safetensors")]))
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "absent.safetensors not found" in error and "--allow-untrained" in error
+
+
+def test_invalid_settings_stop_start_up(capsys):
+    assert serve.run(parse(["--tile-size", "2"])) == 2
+    assert "tile_size" in capsys.readouterr().err
+
+
+# -- the real thing ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def scrape(base: str) -> dict[tuple[str, tuple], float]:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.slow
+def test_real_server_serves_scrapes_and_drains_on_sigterm(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "serve",
+        "--port",
+        str(port),
+        "--weights",
+        str(tmp_path / "absent.safetensors"),
+        "--allow-untrained",
+        "--warmup-size",
+        "8",
+        "--torch-threads",
+        "1",
+        # Each request waits this long for its batch to fill, which keeps one in flight while SIGTERM lands.
+        "--max-batch-wait-ms",
+        "3000",
+        "--log-level",
+        "warning",
+    ]
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 240, "readiness")
+        png = encode(random_image(24, 20))
+        response = httpx.post(
+            f"{base}/upscale?scale=2",
+            content=png,
+            headers={"content-type": "image/png", "x-request-id": "subprocess-1"},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        width = float(response.headers["x-anysr-width"])
+        assert int(response.headers["x-anysr-flops"]) == count_flops(ModelSpec(), (24, 20), (48, 40), width).total
+        assert response.headers["x-anysr-reason"]
+        assert response.headers["x-request-id"] == "subprocess-1"
+        assert "compute;dur=" in response.headers["server-timing"]
+        assert Image.open(io.BytesIO(response.content)).size == (40, 48)
+
+        samples = scrape(base)
+        assert samples[("anysr_requests_total", (("status", "200"),))] == 1
+        assert samples[("anysr_flops_total", (("width", f"{width:.1f}"),))] == int(response.headers["x-anysr-flops"])
+        decision = (("reason", response.headers["x-anysr-reason"]), ("width", f"{width:.1f}"))
+        assert samples[("anysr_width_selected_total", decision)] == 1
+        assert samples[("anysr_ready", ())] == 1
+
+        results: list[httpx.Response] = []
+        sender = threading.Thread(
+            target=lambda: results.append(
+                httpx.post(f"{base}/upscale?scale=2", content=png, headers={"content-type": "image/png"}, timeout=120)
+            )
+        )
+        sender.start()
+        wait_until(lambda: scrape(base)[("anysr_in_flight_requests", ())] == 1, 60, "a request in flight")
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 503, 30, "readiness to flip")
+        refused = httpx.post(f"{base}/upscale?scale=2", content=png, headers={"content-type": "image/png"}, timeout=30)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+        sender.join(120)
+        assert results and results[0].status_code == 200  # the in-flight request completed
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()

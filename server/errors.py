@@ -9,7 +9,8 @@ The hierarchy, by HTTP status::
     ├── Unprocessable            422 well-formed but out of range (scale, output size, budget, quality)
     ├── TooManyRequests          429 this client has too many requests in flight
     ├── Unavailable              503 queue full, draining, not ready, deadline unreachable (+ Retry-After)
-    └── GatewayTimeout           504 the request timed out before its tiles finished
+    ├── GatewayTimeout           504 the request timed out before its tiles finished
+    └── ClientClosedRequest      499 the client disconnected first (nginx's code; nobody reads the answer)
 
 Handlers installed by :func:`install_error_handlers` also map FastAPI's validation errors (a query
 value of the wrong type) to 400, unknown routes and methods to the same JSON shape, and anything
@@ -72,6 +73,10 @@ class Unavailable(ServiceError):
 
 class GatewayTimeout(ServiceError):
     status = 504
+
+
+class ClientClosedRequest(ServiceError):
+    status = 499
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

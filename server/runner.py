@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,12 +73,18 @@ class ModelRunner:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.config = config
-        if config.torch_threads is not None:
-            torch.set_num_threads(config.torch_threads)
+        self._configured_threads = threading.local()
+        self._apply_thread_count()
         self._channels_last = self.device.type == "cpu"
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
         self.model = model.eval().to(device=self.device, memory_format=memory_format)
         self.spec = model.spec
+
+    def _apply_thread_count(self) -> None:
+        """Apply ``torch_threads`` in the calling thread once (OpenMP keeps the setting per thread)."""
+        if self.config.torch_threads is not None and not getattr(self._configured_threads, "done", False):
+            torch.set_num_threads(self.config.torch_threads)
+            self._configured_threads.done = True
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
@@ -92,13 +99,20 @@ class ModelRunner:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
 
-    def infer(self, jobs: list[TileJob]) -> torch.Tensor:
-        """Run jobs that share a :class:`BatchKey`: (B, 3, Th, Tw) float32 on CPU, unclamped, [0, 1] units."""
+    def _decode(self, jobs: list[TileJob], quantise: bool) -> torch.Tensor:
+        """Encode the batch once, then decode its queries ``query_chunk`` at a time: (B, Th·Tw, 3) on CPU.
+
+        Query coordinates are built per chunk and each chunk's colours are written straight into the
+        output buffer (uint8 when ``quantise``), so memory beyond the output itself is bounded by the
+        chunk, whatever the output tile size (it grows with the scale).
+        """
+        self._apply_thread_count()
         key = jobs[0].key
         if any(job.key != key for job in jobs):
             raise ValueError(f"a batch must share one key, got {sorted({job.key for job in jobs})}")
         batch = len(jobs)
         out_h, out_w = key.out_shape
+        queries = out_h * out_w
         lr = self._to_device(torch.stack([job.lr for job in jobs]))
         if self._channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
@@ -106,28 +120,32 @@ class ModelRunner:
         cell = self._to_device(torch.tensor([job.cell for job in jobs], dtype=torch.float32))
         ys = self._to_device(torch.stack([job.coord_y for job in jobs]))
         xs = self._to_device(torch.stack([job.coord_x for job in jobs]))
-        # (B, Th·Tw, 2) grid of (y, x) per job, row-major like the output.
-        coord = torch.stack(
-            [ys[:, :, None].expand(batch, out_h, out_w), xs[:, None, :].expand(batch, out_h, out_w)], dim=-1
-        ).reshape(batch, out_h * out_w, 2)
-        queries = out_h * out_w
+        out = torch.empty((batch, queries, 3), dtype=torch.uint8 if quantise else torch.float32, device=self.device)
         step = max(1, self.config.query_chunk // batch)
         with torch.inference_mode(), self._autocast():
             prepared = self.model.prepare(lr, key.width, scale)
-            pieces = []
             for start in range(0, queries, step):
-                chunk = coord[:, start : start + step]
-                chunk_cell = cell[:, None, :].expand(batch, chunk.shape[1], 2)
-                pieces.append(self.model.query(prepared, chunk, chunk_cell, key.width).float())
-            rgb = torch.cat(pieces, dim=1)
-        return rgb.reshape(batch, out_h, out_w, 3).permute(0, 3, 1, 2).cpu()
+                index = torch.arange(start, min(start + step, queries), device=self.device)
+                # Row-major (y, x) pairs of this chunk of the output tile, per job.
+                coord = torch.stack([ys[:, index // out_w], xs[:, index % out_w]], dim=-1)
+                chunk_cell = cell[:, None, :].expand(batch, index.numel(), 2)
+                rgb = self.model.query(prepared, coord, chunk_cell, key.width).float()
+                if quantise:
+                    rgb = rgb.clamp_(0, 1).mul_(255).round_()
+                out[:, start : start + index.numel()] = rgb
+        return out.cpu()
+
+    def infer(self, jobs: list[TileJob]) -> torch.Tensor:
+        """Run jobs that share a :class:`BatchKey`: (B, 3, Th, Tw) float32 on CPU, unclamped, [0, 1] units."""
+        out_h, out_w = jobs[0].key.out_shape
+        rgb = self._decode(jobs, quantise=False)
+        return rgb.reshape(len(jobs), out_h, out_w, 3).permute(0, 3, 1, 2)
 
     def run_batch(self, jobs: list[TileJob]) -> list[torch.Tensor]:
-        """Run a batch and quantise: one (Th, Tw, 3) uint8 tensor per job, in order."""
-        with torch.inference_mode():
-            rgb = self.infer(jobs)
-            pixels = rgb.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        return list(pixels.unbind(0))
+        """Run a batch and quantise: one (Th, Tw, 3) uint8 tensor per job, in order (the batcher's RunBatch)."""
+        out_h, out_w = jobs[0].key.out_shape
+        pixels = self._decode(jobs, quantise=True)
+        return list(pixels.reshape(len(jobs), out_h, out_w, 3).unbind(0))
 
     def warm_up(self, widths: tuple[float, ...], lr_size: int, scale: float = 2.0) -> dict[float, float]:
         """Run every width once untimed and once timed on a random ``lr_size``² image; FLOP/s per width.

@@ -20,7 +20,7 @@ import torch
 from models.spec import ModelSpec
 from server.batcher import Batcher, BatcherClosed, QueueFull
 from server.codec import DecodedImage
-from server.errors import GatewayTimeout, ServiceError, Unavailable, Unprocessable
+from server.errors import ClientClosedRequest, GatewayTimeout, Unavailable, Unprocessable
 from server.jobs import BatchKey, TileJob, TileResult
 from server.load import LoadSampler
 from server.metrics import ServerMetrics, width_label
@@ -37,12 +37,6 @@ from server.throughput import ThroughputTracker
 from server.tiling import TilePlan, crop_window, plan_tiles, stitch_tiles, tile_query
 
 logger = logging.getLogger("anysr.server.service")
-
-
-class ClientClosedRequest(ServiceError):
-    """The client disconnected before its result was ready (nginx's 499); its tiles are dropped."""
-
-    status = 499
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ async def upscale(
     scale: Annotated[float | None, Query(description="Scale for both axes, in (1, 8] by default.")] = None,
     scale_h: Annotated[float | None, Query(description="Vertical scale (overrides scale).")] = None,
     scale_w: Annotated[float | None, Query(description="Horizontal scale (overrides scale).")] = None,
-    format: Annotated[str, Query(description="Output format: png, jpeg or webp.")] = "png",
+    output_format: Annotated[str, Query(alias="format", description="Output format: png, jpeg or webp.")] = "png",
     quality: Annotated[int | None, Query(description="JPEG/WebP quality 1-100.")] = None,
     x_anysr_budget: Annotated[str | None, Header(description="width=W and/or gflops=G.")] = None,
     x_anysr_deadline_ms: Annotated[str | None, Header(description="Answer within this many ms, or 503.")] = None,
@@ -121,9 +121,9 @@ async def upscale(
     request_id: str = request.state.request_id
     budget = parse_budget(x_anysr_budget)
     deadline_s = parse_deadline_s(x_anysr_deadline_ms)
-    output_format = format.strip().lower()
-    check_output_options(output_format, quality, limits.output_formats, limits.default_quality)
     scale_h, scale_w = resolve_scales(scale, scale_h, scale_w)
+    output_format = output_format.strip().lower()
+    check_output_options(output_format, quality, limits.output_formats, limits.default_quality)
     client = request.client.host if request.client else "unknown"
 
     with lifecycle.admit(client):

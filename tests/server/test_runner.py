@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -92,3 +94,22 @@ def test_device_and_precision_resolution():
             resolve_device("cuda:0")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("meta")
+
+
+def test_torch_threads_apply_in_the_inference_thread(model):
+    before = torch.get_num_threads()
+    seen = {}
+    try:
+        runner = ModelRunner(model, RunnerConfig(torch_threads=1))
+        job = whole_job(torch.rand(3, 8, 8), (16, 16), 0.5)
+
+        def work():
+            runner.run_batch([job])
+            seen["threads"] = torch.get_num_threads()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == 1

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from server.batcher import BatcherClosed
-from server.errors import GatewayTimeout, Unavailable
+from server.errors import ClientClosedRequest, GatewayTimeout, Unavailable
 from server.jobs import TileResult
-from server.service import ClientClosedRequest, UpscaleService, wait_for_tiles
+from server.service import UpscaleService, wait_for_tiles
 from server.tiling import plan_tiles
 
 

@@ -135,7 +135,7 @@ async def upscale(
             decode_s = time.perf_counter() - decode_started
             out_size = service.output_size(image.size, scale_h, scale_w)  # validate
             plan = service.plan(image.size, out_size)  # plan
-            decision = service.decide(
+            decision = service.decide(  # decide
                 WidthRequest(scale_h, scale_w, service.flops_table(plan), budget.width, budget.flops, deadline_s)
             )
             jobs, futures = service.make_jobs(image, plan, decision.width, request_id)
@@ -143,8 +143,8 @@ async def upscale(
             submitted = time.perf_counter()
             timeout_s = min(limits.request_timeout_s, deadline_s or math.inf) - (submitted - started)
             results = await wait_for_tiles(futures, timeout_s, wait_for_disconnect(request))  # infer
-            outcome = await run_in_threadpool(service.stitch, plan, results, submitted, time.perf_counter())
-            encode_started = time.perf_counter()
+            encode_started = time.perf_counter()  # Server-Timing's encode includes the stitch
+            outcome = await run_in_threadpool(service.stitch, plan, results, submitted, encode_started)  # stitch
             options = EncodeOptions(
                 format=output_format,
                 quality=quality if quality is not None else limits.default_quality,

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -251,6 +252,19 @@ def build_initial_model(config: TrainConfig) -> AnySR:
     return model
 
 
+def _install_stop_handler() -> threading.Event:
+    """SIGTERM/SIGINT end the run after the current step, with a checkpoint.
+
+    Background jobs start with SIGINT ignored, so SIGTERM is the dependable way to stop a detached
+    run; the handler is only installed from the main thread (signals cannot be set elsewhere).
+    """
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: stop.set())
+    return stop
+
+
 def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) training in ``config.run_dir``; returns the final metadata.
 
@@ -306,8 +320,9 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
         }
         save_checkpoint(run_dir / "model.safetensors", model, training_info=info)
 
+    stop_requested = _install_stop_handler()
     try:
-        while meta["step"] < stop_at:
+        while meta["step"] < stop_at and not stop_requested.is_set():
             batch, width, last_generator_state = producer.next()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, meta["step"])

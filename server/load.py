@@ -1,6 +1,6 @@
 """Load probes and the background sampler: the only module that touches psutil or pynvml.
 
-The sampler reads host CPU utilisation (psutil) and, when serving on CUDA, GPU utilisation and free
+The sampler reads the CPU utilisation of other processes (psutil) and, when serving on CUDA, GPU utilisation and free
 memory (pynvml, from the ``nvidia-ml-py`` package) every ``interval_s``, smooths them with an EWMA,
 and publishes them as gauges. :meth:`LoadSampler.snapshot` combines the smoothed readings with the
 live queue and the measured throughput into the scheduler's :class:`LoadSnapshot`. A GPU that cannot
@@ -26,13 +26,35 @@ logger = logging.getLogger("anysr.server.load")
 
 
 class CpuProbe:
-    """Host-wide CPU utilisation since the previous read, as a fraction in [0, 1]."""
+    """CPU utilisation by *other* processes since the previous read, as a fraction of all cores.
+
+    The server's own inference already shows in its queue (the scheduler's queue signal); counting it
+    again as CPU load would make every running request look like contention, so a lone request on an
+    idle host would be narrowed. What the CPU signal adds is competition the queue cannot see: other
+    work on the host. So this is host busy time minus this process's CPU time, over the wall time.
+    """
 
     def __init__(self) -> None:
-        psutil.cpu_percent(interval=None)  # the first call only starts the measurement window
+        self._process = psutil.Process()
+        self._cores = psutil.cpu_count() or 1
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        host = psutil.cpu_times()
+        # guest time is already inside user time on Linux, so list the busy fields rather than summing all.
+        busy = sum(getattr(host, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+        own = self._process.cpu_times()
+        return time.monotonic(), busy, own.user + own.system
 
     def read(self) -> float:
-        return psutil.cpu_percent(interval=None) / 100.0
+        now, busy, own = self._sample()
+        then, busy_before, own_before = self._last
+        self._last = (now, busy, own)
+        capacity = (now - then) * self._cores
+        if capacity <= 0:
+            return 0.0
+        others = (busy - busy_before) - (own - own_before)
+        return min(1.0, max(0.0, others / capacity))
 
 
 class GpuReading(Protocol):

@@ -100,3 +100,36 @@ def test_nvml_index_follows_cuda_visible_devices():
     assert nvml_index(0, "GPU-1234") == "GPU-1234"
     with pytest.raises(ValueError, match="not among"):
         nvml_index(2, "0,1")
+
+
+def test_cpu_probe_counts_other_processes_not_its_own(monkeypatch):
+    """Host busy time minus this process's own CPU time, over wall time × cores."""
+    from types import SimpleNamespace
+
+    import server.load as load
+
+    host = {"user": 0.0, "system": 0.0}
+    own = {"user": 0.0}
+    clock = {"now": 100.0}
+    monkeypatch.setattr(load.psutil, "cpu_count", lambda: 2)
+    monkeypatch.setattr(
+        load.psutil, "cpu_times", lambda: SimpleNamespace(user=host["user"], nice=0.0, system=host["system"], idle=0.0)
+    )
+
+    class FakeProcess:
+        def cpu_times(self):
+            return SimpleNamespace(user=own["user"], system=0.0)
+
+    monkeypatch.setattr(load.psutil, "Process", FakeProcess)
+    monkeypatch.setattr(load.time, "monotonic", lambda: clock["now"])
+    probe = CpuProbe()
+    # 1 s of wall on 2 cores; the host was busy 1.5 core-seconds, 1.0 of them our own inference.
+    clock["now"] += 1.0
+    host["user"] += 1.5
+    own["user"] += 1.0
+    assert probe.read() == 0.25
+    # Only our own work: the CPU signal stays at zero (the queue signal covers it).
+    clock["now"] += 1.0
+    host["user"] += 2.0
+    own["user"] += 2.0
+    assert probe.read() == 0.0

@@ -242,10 +242,12 @@ def train_step(
 
 
 def build_initial_model(config: TrainConfig) -> AnySR:
-    """Stage 1: fresh model. Stage 2: the stage-1 weights, ASE parameters at their identity init."""
+    """Stage 1: fresh model, or warm-started from ``init_from`` (e.g. the shipped stage-1 base, when the
+    run's own state file is gone; the optimiser then starts afresh). Stage 2: the stage-1 weights, ASE
+    parameters at their identity init."""
     torch.manual_seed(config.seed)
     model = build_model(config.model_spec())
-    if config.stage == 2:
+    if config.init_from:
         from models.checkpoint import load_weights_into
 
         load_weights_into(config.init_from, model, allow_missing_ase=config.model_spec().ase)

@@ -108,19 +108,20 @@ class AnySR(nn.Module):
             check_width(width),
             compute_dtype=compute_dtype,
         )
+        del prepared  # the grid keeps its own (B, h, w, h1) table; free the copy before decoding
         total = out_h * out_w
-        rgb = torch.empty(batch, total, 3, dtype=torch.float32, device=lr.device)
+        rgb = torch.empty(batch, 3, total, dtype=torch.float32, device=lr.device)
         block = max(1, min(query_chunk, block_queries // batch))
         for start in range(0, total, query_chunk):
             stop = min(start + query_chunk, total)
             for block_start in range(start, stop, block):
                 block_stop = min(block_start + block, stop)
-                grid.decode(block_start, block_stop, out=rgb[:, block_start:block_stop])
+                grid.decode(block_start, block_stop, out=rgb[:, :, block_start:block_stop])
             if progress is not None:
                 progress(stop, total)
         # Decoder units ([-1, 1]) to [0, 1], as :meth:`query` does.
         rgb.mul_(0.5).add_(0.5).clamp_(0, 1)
-        return rgb.view(batch, out_h, out_w, 3).permute(0, 3, 1, 2).contiguous()
+        return rgb.view(batch, 3, out_h, out_w)
 
 
 def build_model(spec: ModelSpec | None = None) -> AnySR:

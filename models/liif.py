@@ -111,12 +111,16 @@ def decoder_hidden_sizes(spec: ModelSpec, width: float) -> list[int]:
 
 
 def decoder_macs(spec: ModelSpec, width: float) -> tuple[int, int]:
-    """(MACs per LR pixel, MACs per output pixel) of the decoder at ``width``.
+    """(MACs per LR pixel, MACs per output pixel) of the decoder at ``width``, as ``AnySR.upscale`` runs it.
 
     Per LR pixel: the 3×3 projection conv (C·9 → h1). Per output pixel: the local ensemble's 4 queries,
-    each the 4-input geometry term and the remaining MLP layers.
+    each the MLP layers after the first. The first layer's 4 geometry inputs (relative coordinate, cell)
+    cost no per-query MACs on an output grid: they are separable, so :mod:`models.liif_grid` applies
+    them as per-row and per-column terms (h1 multiplies per output row or column and shift, and one
+    (2 → h1) product per image for the cell: not counted, < 0.1%). :meth:`LIIFDecoder.query`, which
+    takes arbitrary coordinates, does run them per query: 4·h1 more MACs per query (0.5% at w = 1).
     """
     sizes = decoder_hidden_sizes(spec, width)
     per_lr_pixel = spec.n_feats * 9 * sizes[0]
-    per_query = 4 * sizes[0] + sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + sizes[-1] * 3
+    per_query = sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + sizes[-1] * 3
     return per_lr_pixel, 4 * per_query

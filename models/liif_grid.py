@@ -8,12 +8,16 @@ module works them out once per row and per column (:class:`GridDecoder`), and pe
 1. gathers the first hidden layer's pre-activation from a small per-row table (an ``index_select`` into a
    reused buffer) and adds the column term fused with the ReLU,
 2. runs the remaining layers as ``mm`` into reused buffers with bias and ReLU fused in one pass,
-3. blends the four ensemble predictions by area (3 values per query).
+   holding activations feature-major, (features, queries): MKL's row-major product is up to ~1.5x slower
+   when its output has a column count that is not a multiple of 16 (179 and 230, the 0.7 and 0.9
+   widths, were slower than 256), while with queries as columns every width runs at full speed;
+3. blends the four ensemble predictions by area (3 values per query) into a channels-first output.
 
 No per-query ``(Q, 4)`` geometry tensor, no ``K = 4`` matrix product, no fresh allocation per layer: the
 per-query element-wise work is what remains besides the matrix products, and it is what makes the time
 of a narrow width stop tracking its FLOPs, so it is kept to two passes per layer. The matrix products
-(and so the FLOPs, :func:`models.liif.decoder_macs`) are exactly those of :meth:`LIIFDecoder.query`.
+are those of :meth:`LIIFDecoder.query` minus its per-query (4 → h1) geometry product;
+:func:`models.liif.decoder_macs` counts what runs here.
 
 Training never uses this module (it samples random queries and needs autograd); inference only.
 """
@@ -70,40 +74,44 @@ class GridDecoder:
         #: (B, h, w, h1): first layer's feature term, bias and cell term for every LR pixel.
         self.table = (prepared.permute(0, 2, 3, 1).float() + cell_term[:, None, None, :]).to(compute_dtype)
         #: Per shift along each axis: picked LR cell (B, n) and relative coordinate (B, n).
-        self.rows = {shift: nearest_cells(ys, height, shift) for shift in (-1, 1)}
-        self.columns = {shift: nearest_cells(xs, width_px, shift) for shift in (-1, 1)}
+        self.row_cells = {shift: nearest_cells(ys, height, shift) for shift in (-1, 1)}
+        self.column_cells = {shift: nearest_cells(xs, width_px, shift) for shift in (-1, 1)}
         #: Coordinate terms of the first layer per row (B, H, h1) and per column (B, W, h1).
-        self.row_terms = {s: (rel[..., None] * first[:, 0]).to(compute_dtype) for s, (_, rel) in self.rows.items()}
+        self.row_terms = {s: (rel[..., None] * first[:, 0]).to(compute_dtype) for s, (_, rel) in self.row_cells.items()}
         self.column_terms = {
-            s: (rel[..., None] * first[:, 1]).to(compute_dtype) for s, (_, rel) in self.columns.items()
+            s: (rel[..., None] * first[:, 1]).to(compute_dtype) for s, (_, rel) in self.column_cells.items()
         }
-        # Hidden layers as (in, out) matrices so ``mm`` writes straight into a scratch buffer.
+        # Hidden layers as contiguous (out, in) slices and (out, 1) biases, for feature-major products.
         self.hidden_weights = [
-            (layer.weight[:size_out, :size_in].t().to(compute_dtype).contiguous(), layer.bias[:size_out].to(compute_dtype))
+            (
+                layer.weight[:size_out, :size_in].to(compute_dtype).contiguous(),
+                layer.bias[:size_out, None].to(compute_dtype),
+            )
             for layer, (size_in, size_out) in zip(layers[1:-1], zip(self.sizes[:-1], self.sizes[1:]))
         ]
         last = layers[-1]
-        self.out_weight = last.weight[:, : self.sizes[-1]].t().to(compute_dtype).contiguous()
+        self.out_weight = last.weight[:, : self.sizes[-1]].to(compute_dtype).contiguous()
         self.out_bias = last.bias.to(compute_dtype)
         self._scratch: torch.Tensor | None = None
 
     def decode(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """RGB normalised to [-1, 1] of flat queries ``start:stop`` (row-major) of every image: (B, n, 3).
+        """RGB normalised to [-1, 1] of flat queries ``start:stop`` (row-major) of every image: (B, 3, n).
 
-        Equals ``decoder.query`` on the same coordinates up to float rounding. ``out`` (B, n, 3) float32,
-        if given, receives the result (e.g. a slice of the whole output) and is returned.
+        Channels-first, so a whole image's output is already NCHW. Equals ``decoder.query`` on the same
+        coordinates (transposed) up to float rounding. ``out`` (B, 3, n) float32, if given, receives the
+        result (e.g. a slice of the whole output) and is returned.
         """
         if not 0 <= start < stop <= self.queries:
             raise ValueError(f"query range must lie within [0, {self.queries}], got {start}:{stop}")
         count = stop - start
         if out is None:
-            out = torch.empty(self.batch, count, 3, dtype=torch.float32, device=self.table.device)
+            out = torch.empty(self.batch, 3, count, dtype=torch.float32, device=self.table.device)
         out.zero_()
         positions = torch.arange(start, stop, device=self.table.device)
         row_of, column_of = positions // self.out_width, positions % self.out_width
         segments = _row_segments(start, stop, self.out_width)
         areas = {
-            (sy, sx): (self.rows[sy][1][:, row_of] * self.columns[sx][1][:, column_of]).abs() + 1e-9
+            (sy, sx): (self.row_cells[sy][1][:, row_of] * self.column_cells[sx][1][:, column_of]).abs() + 1e-9
             for sy, sx in _SHIFTS
         }
         total = areas[_SHIFTS[0]] + areas[_SHIFTS[1]] + areas[_SHIFTS[2]] + areas[_SHIFTS[3]]
@@ -113,9 +121,11 @@ class GridDecoder:
             for shift_x in (-1, 1):
                 self._first_layer(row_tables, shift_x, segments, count, first)
                 hidden = self._hidden_layers(self.batch * count, first, second)
-                prediction = torch.addmm(self.out_bias, hidden, self.out_weight).view(self.batch, count, 3)
+                # (3, B·n): one M = 3 product over all queries.
+                prediction = torch.addmm(self.out_bias[:, None], self.out_weight, hidden).float()
                 weight = areas[(-shift_y, -shift_x)] / total
-                out.addcmul_(prediction.float(), weight[..., None])
+                for image in range(self.batch):
+                    out[image].addcmul_(prediction[:, image * count : (image + 1) * count], weight[image])
         return out
 
     def _row_tables(self, shift_y: int, segments: list[tuple[int, int, int, int]]) -> list[list[torch.Tensor]]:
@@ -123,7 +133,7 @@ class GridDecoder:
 
         Only about 1/scale of the chunk's size, so building it costs little next to the per-query gather.
         """
-        index_y = self.rows[shift_y][0]
+        index_y = self.row_cells[shift_y][0]
         tables = []
         for image in range(self.batch):
             per_segment = []
@@ -142,8 +152,8 @@ class GridDecoder:
         count: int,
         buffer: torch.Tensor,
     ) -> None:
-        """Fill flat ``buffer`` as (B·n, h1) with ReLU(feature + cell + row term + column term) for shift ``shift_x``."""
-        index_x = self.columns[shift_x][0]
+        """Fill flat ``buffer`` as (B·n, h1): ReLU(feature + cell + row + column terms) for ``shift_x``."""
+        index_x = self.column_cells[shift_x][0]
         hidden1 = self.sizes[0]
         target = buffer[: self.batch * count * hidden1].view(self.batch * count, hidden1)
         for image in range(self.batch):
@@ -158,16 +168,19 @@ class GridDecoder:
                 offset += rows * columns
 
     def _hidden_layers(self, rows: int, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Run the hidden layers on the first layer's output in ``first``, ping-ponging between the two flat
-        scratch buffers; returns the last activation (rows, h_last)."""
-        current = first[: rows * self.sizes[0]].view(rows, self.sizes[0])
-        source, spare = first, second
+        """Hidden layers after the first, alternating between the two scratch buffers: (h_last, rows).
+
+        ``first`` holds the first layer's (rows, h1) activations; the first product reads them transposed
+        (no copy), and from then on activations are feature-major, (h, rows).
+        """
+        current = first[: rows * self.sizes[0]].view(rows, self.sizes[0]).t()
+        holding, spare = first, second
         for weight, bias in self.hidden_weights:
-            target = spare[: rows * weight.shape[1]].view(rows, weight.shape[1])
-            torch.mm(current, weight, out=target)
+            target = spare[: rows * weight.shape[0]].view(weight.shape[0], rows)
+            torch.mm(weight, current, out=target)
             _add_relu_(target, bias)
             current = target
-            source, spare = spare, source
+            holding, spare = spare, holding
         return current
 
     def _buffers(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:

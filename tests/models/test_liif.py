@@ -90,14 +90,15 @@ def test_hidden_sizes(spec_name: str, expected: dict[float, int]) -> None:
 def test_decoder_macs_are_liifs_minus_the_work_moved_to_lr_pixels() -> None:
     """LIIF runs 580 → 256 → 256 → 256 → 256 → 3 four times per output pixel: 1.383 M MACs (method notes).
 
-    We run the 576 feature inputs of the first layer once per LR pixel instead; the rest stays per query.
+    We run the 576 feature inputs of the first layer once per LR pixel instead, and (on an output grid)
+    its 4 geometry inputs per output row and column; the other layers stay per query.
     """
     spec = ModelSpec()
     per_lr_pixel, per_output_pixel = decoder_macs(spec, 1.0)
     liif_per_query = 580 * 256 + 3 * 256 * 256 + 256 * 3
     assert 4 * liif_per_query == 1_383_424
     assert per_lr_pixel == 576 * 256
-    assert per_output_pixel == 4 * (liif_per_query - 576 * 256)
+    assert per_output_pixel == 4 * (liif_per_query - 580 * 256)
     slim_per_lr_pixel, slim_per_output_pixel = decoder_macs(spec, 0.5)
     assert slim_per_lr_pixel == 576 * 128
-    assert slim_per_output_pixel == 4 * (4 * 128 + 3 * 128 * 128 + 128 * 3)
+    assert slim_per_output_pixel == 4 * (3 * 128 * 128 + 128 * 3)

@@ -113,3 +113,21 @@ def test_torch_threads_apply_in_the_inference_thread(model):
     finally:
         torch.set_num_threads(before)
     assert seen["threads"] == 1
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_runner_runs_exactly_the_flops_it_reports(model, width):
+    """The FLOPs header comes from models.flops: the runner must run those MACs.
+
+    The grid decoder's per-image/per-row geometry products (a few dozen FLOPs here, < 0.01%) are the
+    only work models.flops leaves out; everything per pixel and per query must match exactly.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image = torch.rand(3, 13, 17)
+    job = whole_job(image, (29, 40), width)
+    runner = ModelRunner(model, RunnerConfig(device="cpu", precision="fp32", query_chunk=200))
+    with FlopCounterMode(display=False) as counter:
+        runner.infer([job])
+    measured = counter.get_total_flops()
+    assert job.flops <= measured <= job.flops * (1 + 1e-4)

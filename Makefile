@@ -25,3 +25,6 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(VENV)/bin/python -m benchmarks.suite

@@ -12,6 +12,8 @@ connection. For each request:
 
 Prints a table and writes JSON to ``benchmarks/results/server_overhead.json``. Without trained
 weights pass ``--allow-untrained`` (random weights cost the same FLOPs, so timings are valid).
+The functions here (image, server start/stop, the request loop, the summary) are also what
+``python -m benchmarks.suite`` runs for its ``overhead`` and ``memory`` parts.
 
     python benchmarks/bench_server_overhead.py --allow-untrained --requests 20
 """
@@ -19,6 +21,7 @@ weights pass ``--allow-untrained`` (random weights cost the same FLOPs, so timin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -31,7 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,6 +46,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 _TIMING = re.compile(r"(\w+);dur=([0-9.]+)")
+#: Quantities summarised per request (seconds), in table order.
+QUANTITIES = ("end_to_end_s", "model_s", "overhead_s", "queue_s", "decode_s", "encode_s")
+
+
+class ServerError(RuntimeError):
+    """The benchmark server exited early or did not become ready in time (the message has its log's tail)."""
 
 
 def shared_dir() -> Path:
@@ -48,12 +60,23 @@ def shared_dir() -> Path:
 
 
 def bench_image(size: int) -> tuple[bytes, str]:
-    """A ``size``² PNG: a centre crop of a Set14 photo when the shared data is there, else a synthetic one."""
+    """A ``size``² PNG and where it came from.
+
+    A centre crop of Set14's baboon when the shared data is there (resized up first, bicubic, when the
+    photo is smaller than ``size``), else a synthetic gradient with noise. Real photo content matters
+    for the PNG decode and encode times, which are part of the overhead.
+    """
     candidate = shared_dir() / "datasets" / "Set14" / "baboon.png"
     if candidate.is_file():
         photo = Image.open(candidate).convert("RGB")
+        source = f"{candidate.name} centre crop"
+        if min(photo.width, photo.height) < size:
+            factor = size / min(photo.width, photo.height)
+            resized = (max(size, round(photo.width * factor)), max(size, round(photo.height * factor)))
+            photo = photo.resize(resized, Image.Resampling.BICUBIC)
+            source = f"{candidate.name} resized to {resized[0]}x{resized[1]} (bicubic), centre crop"
         left, top = (photo.width - size) // 2, (photo.height - size) // 2
-        image, source = photo.crop((left, top, left + size, top + size)), f"{candidate.name} centre crop"
+        image = photo.crop((left, top, left + size, top + size))
     else:
         rng = np.random.default_rng(0)
         ys, xs = np.mgrid[0:size, 0:size] / size
@@ -80,32 +103,152 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning"]
-    if args.weights:
-        command += ["--weights", args.weights]
-    if args.allow_untrained:
-        command.append("--allow-untrained")
-    if args.torch_threads:
-        command += ["--torch-threads", str(args.torch_threads)]
-    command += args.server_arg
-    log = log_path.open("w")
-    return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+@dataclass(frozen=True)
+class ServerLaunch:
+    """How to start the benchmark server: weights, threads and any extra ``anysr serve`` flags."""
+
+    weights: str | None = None
+    allow_untrained: bool = False
+    torch_threads: int | None = None
+    extra_args: tuple[str, ...] = ()
+    ready_timeout_s: float = 300.0
+    stop_timeout_s: float = 60.0
+
+    def argv(self, port: int) -> list[str]:
+        """The ``anysr serve`` command line; extra flags come last so they override ours."""
+        command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--log-level", "warning"]
+        if self.weights:
+            command += ["--weights", self.weights]
+        if self.allow_untrained:
+            command.append("--allow-untrained")
+        if self.torch_threads:
+            command += ["--torch-threads", str(self.torch_threads)]
+        return command + list(self.extra_args)
 
 
-def wait_ready(base: str, process: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
+@dataclass
+class RunningServer:
+    """A started, ready server: its base URL, process (for memory probes) and log."""
+
+    base: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    argv: list[str]
+
+
+def _log_tail(log_path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(base: str, process: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
+    """Poll ``/readyz`` until 200; :class:`ServerError` if the process dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = "\n".join(log_path.read_text().splitlines()[-20:])
-            raise SystemExit(f"server exited with status {process.returncode} before becoming ready:\n{tail}")
+            raise ServerError(
+                f"server exited with status {process.returncode} before becoming ready:\n{_log_tail(log_path)}"
+            )
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{base}/readyz", timeout=2, trust_env=False).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"server not ready after {timeout_s:.0f} s")
+    raise ServerError(f"server not ready after {timeout_s:.0f} s:\n{_log_tail(log_path)}")
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM (the server drains), then SIGKILL after ``timeout_s``; the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+@contextlib.contextmanager
+def running_server(launch: ServerLaunch, log_path: Path | None = None) -> Iterator[RunningServer]:
+    """Start ``anysr serve`` on a free loopback port, yield it once ready, stop it on exit (errors too)."""
+    port = free_port()
+    log_path = log_path or Path(tempfile.gettempdir()) / f"anysr_bench_server_{port}.log"
+    argv = launch.argv(port)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            server = RunningServer(f"http://127.0.0.1:{port}", process, log_path, argv)
+            wait_ready(server.base, process, launch.ready_timeout_s, log_path)
+            yield server
+        finally:
+            stop_server(process, launch.stop_timeout_s)
+
+
+def describe_model(base: str, size: tuple[int, int], scale: float) -> dict[str, Any]:
+    """The server's ``/v1/model`` for an input of ``size`` (h, w) at ``scale``."""
+    params = {"size": f"{size[0]}x{size[1]}", "scale": scale}
+    response = httpx.get(f"{base}/v1/model", params=params, timeout=60, trust_env=False)
+    response.raise_for_status()
+    return response.json()
+
+
+def time_requests(
+    base: str, png: bytes, scale: float, width: float, requests: int, warmup: int, timeout_s: float = 3600
+) -> list[dict[str, Any]]:
+    """Send ``warmup`` then ``requests`` upscales one at a time at a forced ``width``; one row per timed one."""
+    headers = {"content-type": "image/png", "x-anysr-budget": f"width={width}"}
+    url = f"{base}/upscale?scale={scale}"
+    rows = []
+    with httpx.Client(timeout=timeout_s, trust_env=False) as client:
+        for index in range(warmup + requests):
+            started = time.perf_counter()
+            response = client.post(url, content=png, headers=headers)
+            end_to_end = time.perf_counter() - started
+            response.raise_for_status()
+            if index < warmup:
+                continue
+            timing = parse_timing(response.headers["server-timing"])
+            rows.append(
+                {
+                    "end_to_end_s": end_to_end,
+                    "model_s": timing["compute"],
+                    "overhead_s": end_to_end - timing["compute"],
+                    "queue_s": timing["queue"],
+                    "decode_s": timing["decode"],
+                    "encode_s": timing["encode"],
+                    "server_total_s": timing["total"],
+                    "flops": int(response.headers["x-anysr-flops"]),
+                    "tiles": int(response.headers["x-anysr-tiles"]),
+                    "response_bytes": len(response.content),
+                }
+            )
+    return rows
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median and p90 of every quantity, and of overhead / model time."""
+    if not rows:
+        raise ValueError("no timed requests to summarise; --requests must be >= 1")
+    summary = {}
+    for name in QUANTITIES:
+        values = [row[name] for row in rows]
+        summary[name] = {"median": statistics.median(values), "p90": percentile(values, 90)}
+    ratio = [row["overhead_s"] / row["model_s"] for row in rows]
+    summary["overhead_ratio"] = {"median": statistics.median(ratio), "p90": percentile(ratio, 90)}
+    return summary
+
+
+def print_summary(summary: dict[str, dict[str, float]]) -> None:
+    print(f"{'quantity':<16}{'median ms':>12}{'p90 ms':>12}")
+    for name in QUANTITIES:
+        print(f"{name[:-2]:<16}{summary[name]['median'] * 1e3:>12.1f}{summary[name]['p90'] * 1e3:>12.1f}")
+    print(
+        f"{'overhead/model':<16}{summary['overhead_ratio']['median'] * 100:>11.1f}%"
+        f"{summary['overhead_ratio']['p90'] * 100:>11.1f}%   (target <= 10%)"
+    )
 
 
 def main() -> int:
@@ -122,69 +265,29 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "server_overhead.json")
     parser.add_argument("--ready-timeout-s", type=float, default=300)
     args = parser.parse_args()
+    if args.requests < 1:
+        parser.error(f"--requests must be >= 1, got {args.requests}")
 
     png, source = bench_image(args.size)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    launch = ServerLaunch(
+        weights=args.weights,
+        allow_untrained=args.allow_untrained,
+        torch_threads=args.torch_threads,
+        extra_args=tuple(args.server_arg),
+        ready_timeout_s=args.ready_timeout_s,
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    log_path = Path(tempfile.gettempdir()) / f"anysr_bench_server_{port}.log"
     load_before = os.getloadavg()
-    process = start_server(args, port, log_path)
-    rows = []
-    try:
-        wait_ready(base, process, args.ready_timeout_s, log_path)
-        model = httpx.get(f"{base}/v1/model", params={"size": f"{args.size}x{args.size}", "scale": args.scale}).json()
-        headers = {"content-type": "image/png", "x-anysr-budget": f"width={args.width}"}
-        url = f"{base}/upscale?scale={args.scale}"
-        with httpx.Client(timeout=300) as client:
-            for index in range(args.warmup + args.requests):
-                started = time.perf_counter()
-                response = client.post(url, content=png, headers=headers)
-                end_to_end = time.perf_counter() - started
-                response.raise_for_status()
-                if index < args.warmup:
-                    continue
-                timing = parse_timing(response.headers["server-timing"])
-                rows.append(
-                    {
-                        "end_to_end_s": end_to_end,
-                        "model_s": timing["compute"],
-                        "overhead_s": end_to_end - timing["compute"],
-                        "queue_s": timing["queue"],
-                        "decode_s": timing["decode"],
-                        "encode_s": timing["encode"],
-                        "server_total_s": timing["total"],
-                        "flops": int(response.headers["x-anysr-flops"]),
-                        "tiles": int(response.headers["x-anysr-tiles"]),
-                        "response_bytes": len(response.content),
-                    }
-                )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_server(launch) as server:
+        model = describe_model(server.base, (args.size, args.size), args.scale)
+        rows = time_requests(server.base, png, args.scale, args.width, args.requests, args.warmup)
+        log_path = server.log_path
     load_after = os.getloadavg()
 
-    def column(name: str) -> list[float]:
-        return [row[name] for row in rows]
-
-    summary = {
-        name: {"median": statistics.median(column(name)), "p90": percentile(column(name), 90)}
-        for name in ("end_to_end_s", "model_s", "overhead_s", "queue_s", "decode_s", "encode_s")
-    }
-    ratio = [row["overhead_s"] / row["model_s"] for row in rows]
-    summary["overhead_ratio"] = {"median": statistics.median(ratio), "p90": percentile(ratio, 90)}
+    summary = summarise(rows)
     print(f"server overhead, {args.size}x{args.size} PNG x{args.scale}, width {args.width}, {len(rows)} requests")
     print(f"image: {source}; model untrained: {model['untrained']}; device {model['device']} {model['precision']}")
-    print(f"{'quantity':<16}{'median ms':>12}{'p90 ms':>12}")
-    for name in ("end_to_end_s", "model_s", "overhead_s", "queue_s", "decode_s", "encode_s"):
-        print(f"{name[:-2]:<16}{summary[name]['median'] * 1e3:>12.1f}{summary[name]['p90'] * 1e3:>12.1f}")
-    print(
-        f"{'overhead/model':<16}{summary['overhead_ratio']['median'] * 100:>11.1f}%"
-        f"{summary['overhead_ratio']['p90'] * 100:>11.1f}%   (target <= 10%)"
-    )
+    print_summary(summary)
     print(f"server log: {log_path}")
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (other work on the host adds noise)")
     record = {

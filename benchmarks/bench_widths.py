@@ -22,12 +22,14 @@ Weights are random (seeded): the same FLOPs as trained weights, and no file need
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +84,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(height), int(width or height)
 
 
-def make_model(mode: str, device: torch.device) -> AnySR:
-    """A seeded random model in ``mode`` with active ASE gates (so no branch is trivially skipped)."""
+def make_model(mode: str, device: torch.device, base: ModelSpec | None = None) -> AnySR:
+    """A seeded random model of ``base`` (default: the product spec) in ``mode``, with active ASE gates.
+
+    A fresh model's ASE gates are exactly 1 (W2 = 0); small random W2 values make them real work, so no
+    branch is trivially cheap.
+    """
+    spec = dataclasses.replace(base or ModelSpec(), slim_decoder=mode == "slim")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_model(ModelSpec(slim_decoder=mode == "slim"))
+        model = build_model(spec)
         with torch.no_grad():
             for block in model.encoder.blocks:
                 if block.ase is not None:
@@ -164,42 +171,86 @@ def bench_case(model: AnySR, lr: torch.Tensor, scale: float, widths: list[float]
     return rows
 
 
-def bench_reference(model: AnySR, lr: torch.Tensor, scale: float, args: Any) -> dict[str, Any]:
-    """Full width three ways, interleaved: reference LIIF, prepare + query chunks, and ``upscale``.
+#: The full-width paths :func:`bench_reference` can time; the reference must come first (it is the baseline).
+FULL_WIDTH_PATHS = ("reference_liif", "query_path", "upscale")
+
+
+def full_width_paths(
+    model: AnySR, lr: torch.Tensor, out_size: tuple[int, int], block_queries: int
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """Full width three ways, each returning the (B, 3, H, W) image clamped to [0, 1].
 
     The reference (:func:`models.reference_liif.reference_upscale`) unfolds features and runs the whole
-    MLP per query, as LIIF's code does; the query path is what a caller with arbitrary coordinates gets.
+    MLP per query, as LIIF's code does; the query path (``prepare`` + ``query`` in 65,536-query chunks) is
+    what a caller with arbitrary coordinates gets; ``upscale`` is the grid decoder the product runs.
     """
     from models.coords import make_cell, make_coord
     from models.reference_liif import reference_upscale
 
-    out_size = (round(lr.shape[2] * scale), round(lr.shape[3] * scale))
     scale_pair = (out_size[0] / lr.shape[2], out_size[1] / lr.shape[3])
 
-    def query_path() -> None:
+    def query_path() -> torch.Tensor:
         prepared = model.prepare(lr, 1.0, scale_pair)
-        coord = make_coord(*out_size, device=lr.device)[None]
-        cell = make_cell(*out_size, coord.shape[1], device=lr.device)[None]
-        for start in range(0, coord.shape[1], 65536):
+        coord = make_coord(*out_size, device=lr.device)[None].expand(lr.shape[0], -1, -1)
+        cell = make_cell(*out_size, coord.shape[1], device=lr.device)[None].expand(lr.shape[0], -1, -1)
+        chunks = [
             model.query(prepared, coord[:, start : start + 65536], cell[:, start : start + 65536], 1.0)
+            for start in range(0, coord.shape[1], 65536)
+        ]
+        rgb = torch.cat(chunks, dim=1).clamp_(0, 1)
+        return rgb.reshape(lr.shape[0], *out_size, 3).permute(0, 3, 1, 2)
 
-    variants = {
+    return {
         "reference_liif": lambda: reference_upscale(model, lr, out_size, 1.0),
         "query_path": query_path,
-        "upscale": lambda: model.upscale(lr, out_size, 1.0, block_queries=args.block_queries),
+        "upscale": lambda: model.upscale(lr, out_size, 1.0, block_queries=block_queries),
     }
-    walls: dict[str, list[float]] = {name: [] for name in variants}
-    cpus: dict[str, list[float]] = {name: [] for name in variants}
+
+
+def bench_reference(
+    model: AnySR, lr: torch.Tensor, scale: float, args: Any, paths: tuple[str, ...] = FULL_WIDTH_PATHS
+) -> dict[str, Any]:
+    """Time full width along ``paths`` (see :func:`full_width_paths`), interleaved per round.
+
+    Per path: median wall and process CPU seconds of ``args.repeats`` rounds after ``args.warmup``
+    untimed ones, the timed runs, and the largest absolute difference of its output from the reference's
+    (first round; [0, 1] units), which shows the faster paths compute the same image.
+    """
+    if not paths or paths[0] != "reference_liif":
+        raise ValueError(f"paths must start with 'reference_liif' (the baseline), got {paths}")
+    out_size = (round(lr.shape[2] * scale), round(lr.shape[3] * scale))
+    available = full_width_paths(model, lr, out_size, args.block_queries)
+    unknown = [name for name in paths if name not in available]
+    if unknown:
+        raise ValueError(f"unknown paths {unknown}; choose from {tuple(available)}")
+    walls: dict[str, list[float]] = {name: [] for name in paths}
+    cpus: dict[str, list[float]] = {name: [] for name in paths}
+    max_abs: dict[str, float] = {}
+    reference: torch.Tensor | None = None
     for round_index in range(args.warmup + args.repeats):
-        for name, function in variants.items():
+        for name in paths:
             wall, cpu = time.perf_counter(), time.process_time()
-            function()
+            output = available[name]()
+            if lr.device.type == "cuda":
+                torch.cuda.synchronize(lr.device)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             if round_index >= args.warmup:
-                walls[name].append(time.perf_counter() - wall)
-                cpus[name].append(time.process_time() - cpu)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+            if round_index == 0:
+                if reference is None:
+                    reference = output
+                max_abs[name] = float((output - reference).abs().max())
+            del output
     flops = count_flops(model.spec, tuple(lr.shape[2:]), out_size, 1.0).total
     result = {
-        name: {"time_s": statistics.median(walls[name]), "cpu_s": statistics.median(cpus[name])} for name in variants
+        name: {
+            "time_s": statistics.median(walls[name]),
+            "cpu_s": statistics.median(cpus[name]),
+            "runs": walls[name],
+            "max_abs_diff_vs_reference": max_abs[name],
+        }
+        for name in paths
     }
     print(f"full width x{scale:g}, {flops / 1e9:.1f} GFLOPs in the FLOPs model:")
     for name, row in result.items():
@@ -207,7 +258,9 @@ def bench_reference(model: AnySR, lr: torch.Tensor, scale: float, args: Any) -> 
         cpu_speedup = result["reference_liif"]["cpu_s"] / row["cpu_s"]
         print(
             f"  {name:>15}: {row['time_s']:.2f} s ({row['cpu_s']:.2f} cpu s), "
-            f"{speedup:.2f}x faster than reference ({cpu_speedup:.2f}x by cpu time)"
+            f"{speedup:.2f}x faster than reference ({cpu_speedup:.2f}x by cpu time), "
+            f"max |difference| {row['max_abs_diff_vs_reference']:.2e}",
+            flush=True,
         )
     return result
 

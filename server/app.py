@@ -65,6 +65,7 @@ def scheduler_policy(settings: Settings) -> SchedulerPolicy:
         heavy_utilisation=settings.heavy_utilisation,
         moderate_queue_s=settings.moderate_queue_s,
         heavy_queue_s=settings.heavy_queue_s,
+        overload_queue_s=settings.overload_queue_s,
         min_gpu_free_bytes=settings.min_gpu_free_bytes,
         hysteresis=settings.hysteresis,
     )

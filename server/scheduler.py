@@ -8,7 +8,9 @@ Policies (``SchedulerPolicy.mode``):
 
 - ``adaptive`` (default): idle → full width for every scale (the paper's advice when resources are
   plentiful); moderate load → the scale-group width; heavy load → one width below the group width,
-  never narrower than the narrowest served width.
+  never narrower than the narrowest served width; overload (queued work past ``overload_queue_s``,
+  i.e. arrivals outrun even the heavy-load widths) → the narrowest served width for every scale, so
+  the backlog drains instead of growing until requests time out.
 - ``scale-groups``: always the paper's scale-group width.
 - ``fixed``: always ``fixed_width``.
 
@@ -28,8 +30,8 @@ from typing import Literal
 from models.widths import WIDTHS, check_width, width_for_scale
 
 #: Load levels, in increasing order. The level is part of every decision so hysteresis can use it.
-IDLE, MODERATE, HEAVY = 0, 1, 2
-LOAD_LEVEL_NAMES = ("idle", "moderate", "heavy")
+IDLE, MODERATE, HEAVY, OVERLOADED = 0, 1, 2, 3
+LOAD_LEVEL_NAMES = ("idle", "moderate", "heavy", "overloaded")
 
 #: Every reason a decision can carry (a fixed set, so metrics can create their labels up front).
 REASONS: tuple[str, ...] = (
@@ -42,6 +44,7 @@ REASONS: tuple[str, ...] = (
     "cpu_busy",
     "gpu_busy",
     "queue_busy",
+    "queue_overloaded",
     "gpu_memory_low",
 )
 
@@ -99,6 +102,9 @@ class SchedulerPolicy:
     #: Predicted seconds of queued work at which the load counts as moderate / heavy.
     moderate_queue_s: float = 0.5
     heavy_queue_s: float = 2.0
+    #: Predicted seconds of queued work from which the load counts as overloaded (None: never). Only the
+    #: queue can tell overload from heavy load: utilisation saturates at 100% either way.
+    overload_queue_s: float | None = 4.0
     #: Free GPU memory below this counts as heavy load.
     min_gpu_free_bytes: int = 1 << 30
     #: Relative margin a signal must fall below a threshold before the level drops (anti-flap).
@@ -116,6 +122,10 @@ class SchedulerPolicy:
                 raise ValueError(f"fixed policy width must be one of {self.widths}, got {self.fixed_width}")
         if not 0.0 <= self.hysteresis < 1.0:
             raise ValueError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
+        if self.overload_queue_s is not None and self.overload_queue_s <= self.heavy_queue_s:
+            raise ValueError(
+                f"overload_queue_s ({self.overload_queue_s}) must be above heavy_queue_s ({self.heavy_queue_s})"
+            )
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,8 @@ class WidthDecision:
     flops: int
     #: One of :data:`REASONS`.
     reason: str
-    #: Load level seen (IDLE, MODERATE, HEAVY), after hysteresis; the next call's ``previous`` uses it.
+    #: Load level seen (IDLE, MODERATE, HEAVY, OVERLOADED), after hysteresis; the next call's ``previous``
+    #: uses it.
     load_level: int
     #: Predicted seconds until this request's result is ready, when a deadline was asked for.
     predicted_s: float | None = None
@@ -198,13 +209,12 @@ def queued_work_s(load: LoadSnapshot) -> float:
     return total
 
 
-def _level_of(value: float, moderate: float, heavy: float, hysteresis: float, previous: int | None) -> int:
-    """Level of one signal: 0 below ``moderate``, 1 from it, 2 from ``heavy``, made sticky by hysteresis.
+def _level_of(value: float, bounds: tuple[float, ...], hysteresis: float, previous: int | None) -> int:
+    """Level of one signal: the number of ascending ``bounds`` it reaches, made sticky by hysteresis.
 
     Rising is immediate. Falling from the previous level needs the value to drop below that level's
     threshold times (1 − hysteresis). The result is monotone in ``value`` for a fixed ``previous``.
     """
-    bounds = (moderate, heavy)
     level = sum(1 for bound in bounds if value >= bound)
     if previous is not None and previous > level:
         sticky = sum(1 for bound in bounds[:previous] if value >= bound * (1.0 - hysteresis))
@@ -213,11 +223,11 @@ def _level_of(value: float, moderate: float, heavy: float, hysteresis: float, pr
 
 
 def assess_load(load: LoadSnapshot, policy: SchedulerPolicy, previous_level: int | None) -> tuple[int, str]:
-    """The load level (IDLE, MODERATE, HEAVY) and the signal that set it (a reason for heavy load).
+    """The load level (IDLE to OVERLOADED) and the signal that set it (a reason for heavy load or overload).
 
-    Signals: utilisation of the serving device (GPU when readable, else CPU), predicted queued work,
-    and free GPU memory (below the floor it counts as heavy). The highest level wins; ties name the
-    first signal in that order.
+    Signals: utilisation of the serving device (GPU when readable, else CPU; up to heavy), predicted
+    queued work (up to overloaded) and free GPU memory (below the floor it counts as heavy). The highest
+    level wins; ties name the first signal in that order.
     """
     signals: list[tuple[int, str]] = []
     if load.gpu_utilisation is not None:
@@ -229,18 +239,18 @@ def assess_load(load: LoadSnapshot, policy: SchedulerPolicy, previous_level: int
             (
                 _level_of(
                     utilisation,
-                    policy.moderate_utilisation,
-                    policy.heavy_utilisation,
+                    (policy.moderate_utilisation, policy.heavy_utilisation),
                     policy.hysteresis,
                     previous_level,
                 ),
                 busy_reason,
             )
         )
-    queue_level = _level_of(
-        queued_work_s(load), policy.moderate_queue_s, policy.heavy_queue_s, policy.hysteresis, previous_level
-    )
-    signals.append((queue_level, "queue_busy"))
+    queue_bounds = (policy.moderate_queue_s, policy.heavy_queue_s)
+    if policy.overload_queue_s is not None:
+        queue_bounds += (policy.overload_queue_s,)
+    queue_level = _level_of(queued_work_s(load), queue_bounds, policy.hysteresis, previous_level)
+    signals.append((queue_level, "queue_overloaded" if queue_level == OVERLOADED else "queue_busy"))
     if load.gpu_memory_free_bytes is not None and load.gpu_memory_free_bytes < policy.min_gpu_free_bytes:
         signals.append((HEAVY, "gpu_memory_low"))
     level, reason = IDLE, "idle"
@@ -268,6 +278,8 @@ def policy_width(scale: float, level: int, heavy_reason: str, policy: SchedulerP
         return policy.widths[-1], "idle"
     if level == MODERATE:
         return group_width, "scale_group"
+    if level == OVERLOADED:
+        return policy.widths[0], heavy_reason
     narrower = [width for width in policy.widths if width < group_width - 1e-9]
     return (narrower[-1] if narrower else policy.widths[0]), heavy_reason
 

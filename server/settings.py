@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     )
     moderate_queue_s: float = Field(0.5, gt=0, description="Queued work (predicted seconds) that counts as moderate.")
     heavy_queue_s: float = Field(2.0, gt=0, description="Queued work (predicted seconds) that counts as heavy.")
+    overload_queue_s: float | None = Field(
+        4.0,
+        gt=0,
+        description="Queued work (predicted seconds) from which adaptive serves every scale at the narrowest width "
+        "(none = never).",
+    )
     min_gpu_free_bytes: int = Field(1 << 30, ge=0, description="Free GPU memory below which load is heavy.")
     hysteresis: float = Field(
         0.1, ge=0, lt=1, description="Relative margin below a threshold before the load level drops."
@@ -163,6 +169,10 @@ class Settings(BaseSettings):
         if self.moderate_queue_s >= self.heavy_queue_s:
             raise ValueError(
                 f"moderate_queue_s ({self.moderate_queue_s}) must be below heavy_queue_s ({self.heavy_queue_s})"
+            )
+        if self.overload_queue_s is not None and self.overload_queue_s <= self.heavy_queue_s:
+            raise ValueError(
+                f"overload_queue_s ({self.overload_queue_s}) must be above heavy_queue_s ({self.heavy_queue_s})"
             )
         if self.max_scale <= self.min_scale:
             raise ValueError(f"max_scale ({self.max_scale}) must be greater than min_scale ({self.min_scale})")

@@ -12,6 +12,7 @@ from server.scheduler import (
     HEAVY,
     IDLE,
     MODERATE,
+    OVERLOADED,
     REASONS,
     BudgetTooSmall,
     DeadlineUnreachable,
@@ -80,6 +81,13 @@ ADAPTIVE_TABLE = [
     (load(gpu=0.95, cpu=0.1), 4.0, {}, 0.9, "gpu_busy"),
     (load(gpu=0.1, cpu=0.99), 4.0, {}, 1.0, "idle"),  # on a GPU host the GPU, not the CPU, is the device
     (load(gpu=0.1, free=1 << 20), 4.0, {}, 0.9, "gpu_memory_low"),
+    # overload (queued work past overload_queue_s = 4 s): the narrowest width at every scale
+    (load(queued_s=3.9), 3.9, {}, 0.9, "queue_busy"),
+    (load(queued_s=4.0), 3.9, {}, 0.5, "queue_overloaded"),
+    (load(queued_s=6.0), 8.0, {}, 0.5, "queue_overloaded"),
+    (load(cpu=0.95, queued_s=6.0), 1.3, {}, 0.5, "queue_overloaded"),
+    (load(queued_s=6.0), 2.0, {"gflops": 100}, 1.0, "budget"),
+    (load(queued_s=6.0), 2.0, {"width": 0.9}, 0.9, "forced"),
     # header overrides
     (load(cpu=0.99), 1.2, {"width": 1.0}, 1.0, "forced"),
     (load(), 4.0, {"width": 0.5}, 0.5, "forced"),
@@ -187,6 +195,22 @@ def test_hysteresis_holds_the_level_until_well_below_the_threshold():
     assert choose_width(load(cpu=0.85), request(2.3), POLICY, heavy).width == 0.5
 
 
+def test_overload_has_hysteresis_and_can_be_switched_off():
+    overloaded = WidthDecision(width=0.5, flops=1, reason="queue_overloaded", load_level=OVERLOADED)
+    # 3.7 s is below the 4 s threshold but within 10%: still overloaded; 3.5 s drops to heavy.
+    assert assess_load(load(queued_s=3.7), POLICY, OVERLOADED) == (OVERLOADED, "queue_overloaded")
+    assert assess_load(load(queued_s=3.5), POLICY, OVERLOADED) == (HEAVY, "queue_busy")
+    assert choose_width(load(queued_s=3.7), request(3.9), POLICY, overloaded).width == 0.5
+    assert choose_width(load(queued_s=3.5), request(3.9), POLICY, overloaded).width == 0.9
+    # Utilisation alone never reaches overload: it cannot tell "busy" from "arrivals outrun capacity".
+    assert assess_load(load(cpu=1.0), POLICY, OVERLOADED)[0] == HEAVY
+    never = SchedulerPolicy(overload_queue_s=None)
+    assert choose_width(load(queued_s=60.0), request(3.9), never).reason == "queue_busy"
+    assert choose_width(load(queued_s=60.0), request(3.9), never).width == 0.9
+    with pytest.raises(ValueError, match="overload_queue_s"):
+        SchedulerPolicy(overload_queue_s=2.0)
+
+
 def test_a_level_rises_at_once_whatever_the_previous_decision():
     previous = WidthDecision(width=1.0, flops=1, reason="idle", load_level=IDLE)
     assert choose_width(load(cpu=0.95), request(2.3), POLICY, previous).load_level == HEAVY
@@ -229,9 +253,9 @@ def test_missing_flops_for_a_served_width_is_a_bug():
 # -- properties over a grid -------------------------------------------------------------------------
 
 CPU_GRID = [0.0, 0.3, 0.55, 0.6, 0.7, 0.85, 0.9, 0.95, 1.0]
-QUEUE_GRID = [0.0, 0.3, 0.5, 1.0, 2.0, 5.0]
+QUEUE_GRID = [0.0, 0.3, 0.5, 1.0, 2.0, 3.7, 4.0, 5.0, 30.0]
 SCALES = [1.1, 1.5, 1.8, 2.3, 2.6, 3.1, 3.4, 4.0, 6.0, 8.0]
-PREVIOUS = [None] + [WidthDecision(1.0, 1, "idle", level) for level in (IDLE, MODERATE, HEAVY)]
+PREVIOUS = [None] + [WidthDecision(1.0, 1, "idle", level) for level in (IDLE, MODERATE, HEAVY, OVERLOADED)]
 POLICIES = [
     SchedulerPolicy(),
     SchedulerPolicy(mode="scale-groups"),
@@ -291,7 +315,7 @@ def test_every_decision_is_a_served_width_with_a_known_reason(policy):
         assert decision.width in policy.widths
         assert decision.width in WIDTHS
         assert decision.reason in REASONS
-        assert decision.load_level in (IDLE, MODERATE, HEAVY)
+        assert decision.load_level in (IDLE, MODERATE, HEAVY, OVERLOADED)
         assert decision.flops == FLOPS[decision.width]
         if decision.predicted_s is not None:
             assert math.isfinite(decision.predicted_s)

@@ -44,6 +44,7 @@ def test_env_prefix_and_init_kwargs_win(monkeypatch):
         ({"moderate_utilisation": 0.9, "heavy_utilisation": 0.8}, "must be below heavy_utilisation"),
         ({"moderate_utilisation": None}, "both be set or both be none"),
         ({"moderate_queue_s": 3.0}, "must be below heavy_queue_s"),
+        ({"overload_queue_s": 2.0}, "must be above heavy_queue_s"),
         ({"max_scale": 1.0}, "greater than 1"),
         ({"min_scale": 2.0, "max_scale": 1.5}, "must be greater than min_scale"),
         ({"input_formats": "png,gif"}, "subset of"),

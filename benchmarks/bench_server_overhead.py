@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+
+from loadtest.server_process import stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -158,17 +159,6 @@ def wait_ready(base: str, process: subprocess.Popen[bytes], timeout_s: float, lo
             pass
         time.sleep(0.2)
     raise ServerError(f"server not ready after {timeout_s:.0f} s:\n{_log_tail(log_path)}")
-
-
-def stop_server(process: subprocess.Popen[bytes], timeout_s: float) -> int:
-    """SIGTERM (the server drains), then SIGKILL after ``timeout_s``; the exit status."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
 
 
 @contextlib.contextmanager

@@ -156,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Scores must not depend on the card: keep CUDA convolutions and matmuls in true fp32 (no TF32).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
     model, weights = None, None
     if modes:

@@ -46,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     meta = train(config, max_steps=args.max_steps, quiet=args.quiet)
-    print(f"stopped at step {meta['step']} of {config.steps}; state in {config.run_dir}")
+    print(f"stopped at step {meta['step']} of {meta.get('steps', config.steps)}; state in {config.run_dir}")
     return 0

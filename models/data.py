@@ -83,11 +83,25 @@ class PatchSampler:
                 return image[:, top : top + crop_h, left : left + crop_w]
         raise ValueError(f"no training image is at least {crop_h}x{crop_w}")
 
-    def sample(self, batch_size: int, scale: tuple[float, float], generator: torch.Generator) -> TrainBatch:
-        """A batch whose every item is upscaled by ``scale`` (s_h, s_w) from a ``patch`` × ``patch`` LR."""
+    def sample(
+        self,
+        batch_size: int,
+        scale: tuple[float, float],
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+    ) -> TrainBatch:
+        """A batch whose every item is upscaled by ``scale`` (s_h, s_w) from a ``patch`` × ``patch`` LR.
+
+        Every random draw happens here on the CPU generator, item by item, so the batch sequence does not
+        depend on ``device``. The uint8 crops are then stacked and sent to ``device`` once, where the whole
+        batch is degraded in one batched resize: on a GPU host that keeps 2-core-class Python work (crop
+        indices) as the only per-item cost, so one producer thread keeps the accelerator fed.
+        """
         crop_h = round(self.patch * scale[0])
         crop_w = round(self.patch * scale[1])
-        lrs, coords, cells, rgbs = [], [], [], []
+        pixels = crop_h * crop_w
+        count = min(self.queries, pixels)
+        crops, chosen = [], []
         for _ in range(batch_size):
             crop = self._crop(crop_h, crop_w, generator)
             flips = torch.randint(2, (3,), generator=generator).tolist()
@@ -95,27 +109,18 @@ class PatchSampler:
                 crop = crop.flip(-1)
             if flips[1]:
                 crop = crop.flip(-2)
-            transposed = bool(flips[2]) and crop_h == crop_w
-            if transposed:
+            if flips[2] and crop_h == crop_w:
                 crop = crop.transpose(-1, -2)
-            lr = imresize_uint8(crop, (self.patch, self.patch)).float() / 255
-            hr = crop.float() / 255
-            pixels = hr.shape[1] * hr.shape[2]
-            count = min(self.queries, pixels)
-            chosen = torch.randperm(pixels, generator=generator)[:count]
-            coord = make_coord(hr.shape[1], hr.shape[2])[chosen]
-            cell = torch.tensor([2.0 / hr.shape[1], 2.0 / hr.shape[2]]).expand(count, 2)
-            lrs.append(lr)
-            coords.append(coord)
-            cells.append(cell)
-            rgbs.append(hr.reshape(3, -1).T[chosen])
-        return TrainBatch(
-            lr=torch.stack(lrs).float(),
-            coord=torch.stack(coords),
-            cell=torch.stack(cells),
-            rgb=torch.stack(rgbs).float(),
-            scale=scale,
-        )
+            crops.append(crop)
+            chosen.append(torch.randperm(pixels, generator=generator)[:count])
+        hr_uint8 = torch.stack(crops).to(device)  # (B, 3, H, W)
+        index = torch.stack(chosen).to(device)  # (B, Q)
+        lr = imresize_uint8(hr_uint8, (self.patch, self.patch)).float() / 255
+        hr = hr_uint8.flatten(2).float() / 255  # (B, 3, H·W)
+        rgb = torch.gather(hr, 2, index[:, None, :].expand(-1, 3, -1)).transpose(1, 2)
+        coord = make_coord(crop_h, crop_w, device=hr.device)[index]
+        cell = torch.tensor([2.0 / crop_h, 2.0 / crop_w], device=hr.device).expand(batch_size, count, 2)
+        return TrainBatch(lr=lr, coord=coord, cell=cell, rgb=rgb.contiguous(), scale=scale)
 
 
 def min_image_side(images: list[torch.Tensor]) -> int:

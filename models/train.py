@@ -67,8 +67,13 @@ class TrainConfig:
     bf16: bool = True
     channels_last: bool = True
     threads: int = 0
+    #: "cpu", "cuda", "cuda:1", or "auto" (CUDA when present). On CUDA, fp32 runs (bf16: false) use TF32.
+    device: str = "cpu"
     checkpoint_every_s: float = 300.0
     log_every: int = 25
+    #: Fit the run to a time box: after a short calibration the run sets ``steps`` (then only a cap) so
+    #: that its training loop ends after about this many seconds, lr decay included. Stored on resume.
+    time_budget_s: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -87,6 +92,15 @@ class TrainConfig:
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec.from_dict(self.spec)
+
+    def torch_device(self) -> torch.device:
+        """The device named by ``device``; "auto" picks CUDA when it is available."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but CUDA is not available")
+        return device
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -115,10 +129,18 @@ class BatchProducer:
     """Samples batches in a background thread, in strict order, tagging each with the generator state
     after it was drawn, so a checkpoint taken after consuming batch n resumes exactly at n + 1."""
 
-    def __init__(self, sampler: PatchSampler, config: TrainConfig, generator: torch.Generator, depth: int = 2):
+    def __init__(
+        self,
+        sampler: PatchSampler,
+        config: TrainConfig,
+        generator: torch.Generator,
+        device: torch.device | None = None,
+        depth: int = 2,
+    ):
         self.sampler = sampler
         self.config = config
         self.generator = generator
+        self.device = device
         self.items: queue.Queue[tuple[TrainBatch, float, torch.Tensor] | BaseException] = queue.Queue(depth)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="batch-producer", daemon=True)
@@ -128,7 +150,7 @@ class BatchProducer:
         try:
             while not self.stopped.is_set():
                 scale, width = draw_scale_and_width(self.config, self.generator)
-                batch = self.sampler.sample(self.config.batch_size, (scale, scale), self.generator)
+                batch = self.sampler.sample(self.config.batch_size, (scale, scale), self.generator, self.device)
                 item = (batch, width, self.generator.get_state())
                 while not self.stopped.is_set():
                     try:
@@ -156,14 +178,16 @@ def _optimizer_tensors(optimizer: torch.optim.Adam, model: AnySR) -> dict[str, t
     for group in optimizer.param_groups:
         for param in group["params"]:
             for key, value in optimizer.state.get(param, {}).items():
-                tensors[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value).detach().contiguous().clone()
+                tensors[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
     return tensors
 
 
 def _restore_optimizer(optimizer: torch.optim.Adam, model: AnySR, tensors: dict[str, torch.Tensor]) -> None:
     for name, param in model.named_parameters():
         state = {
-            key.rsplit(".", 1)[1]: value for key, value in tensors.items() if key.rsplit(".", 1)[0] == f"optim.{name}"
+            key.rsplit(".", 1)[1]: value if key.endswith(".step") else value.to(param.device)
+            for key, value in tensors.items()
+            if key.rsplit(".", 1)[0] == f"optim.{name}"
         }
         if state:
             optimizer.state[param] = state
@@ -173,7 +197,7 @@ def save_train_state(
     path: Path, model: AnySR, optimizer: torch.optim.Adam, meta: dict[str, Any], generator_state: torch.Tensor
 ) -> None:
     """Write the whole training state atomically (tmp file + rename): a kill mid-write loses nothing."""
-    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(optimizer, model))
     tensors["rng.data"] = generator_state.clone()
     tensors["rng.torch"] = torch.get_rng_state()
@@ -208,28 +232,32 @@ def _snapshot_unused(model: AnySR, optimizer: torch.optim.Adam, width: float) ->
 
 
 def _restore_unused(saved: _Snapshot, optimizer: torch.optim.Adam) -> None:
-    """Put back everything outside each used region, so only the prefix moved (Algorithm 1)."""
+    """Put back everything outside each used region, so only the prefix moved (Algorithm 1).
+
+    Slices only (no boolean masks): on CUDA a masked assignment synchronises the host on every
+    parameter, which would stall each narrow-width step.
+    """
     for param, copies, region in saved:
         state = optimizer.state.get(param, {})
         live = [param.data, *[state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]]
         for target, copy in zip(live, copies):
-            mask = torch.ones_like(target, dtype=torch.bool)
-            mask[region] = False
-            target[mask] = copy[mask]
+            updated = target[region].clone()
+            target.copy_(copy)
+            target[region] = updated
 
 
 def train_step(
     model: AnySR, optimizer: torch.optim.Adam, batch: TrainBatch, width: float, config: TrainConfig
-) -> tuple[float, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One update of Algorithm 1: a single forward of ``batch`` at ``width``, L1 loss, backward, Adam step.
 
     At a narrow width only the used prefix may move: gradients outside it are zero, but Adam would still
     move those weights on old momentum, so everything outside :func:`used_regions` (weights and both
-    moments) is put back after the step. The caller sets the learning rate. Returns the loss and the
-    detached prediction (B, Q, 3), for logging.
+    moments) is put back after the step. The caller sets the learning rate. Returns the detached loss and
+    prediction (B, Q, 3), for logging; both stay on the model's device, so a GPU step never waits on the host.
     """
     lr = batch.lr.contiguous(memory_format=torch.channels_last) if config.channels_last else batch.lr
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+    with torch.autocast(lr.device.type, dtype=torch.bfloat16, enabled=config.bf16):
         prediction = model(lr, batch.coord, batch.cell, width, batch.scale)
     loss = F.l1_loss(prediction.float(), batch.rgb)
     optimizer.zero_grad(set_to_none=True)
@@ -238,7 +266,7 @@ def train_step(
     optimizer.step()
     if saved:
         _restore_unused(saved, optimizer)
-    return loss.item(), prediction.detach()
+    return loss.detach(), prediction.detach()
 
 
 def build_initial_model(config: TrainConfig) -> AnySR:
@@ -252,6 +280,36 @@ def build_initial_model(config: TrainConfig) -> AnySR:
 
         load_weights_into(config.init_from, model, allow_missing_ase=config.model_spec().ase)
     return model
+
+
+class _BudgetCalibration:
+    """Measures the step rate over a window after a warm-up (cuDNN autotuning, allocator growth, the
+    producer filling its queue), reading the loss at both ends so queued GPU work is counted."""
+
+    WARMUP = 20
+    WINDOW = 60
+    #: Keep a little time in hand: checkpoints and rate drift happen after the measurement.
+    SAFETY = 0.97
+
+    def __init__(self, first_step: int) -> None:
+        self.begin = first_step + self.WARMUP
+        self.end = self.begin + self.WINDOW
+        self.began_at = 0.0
+        self.rate = 0.0
+
+    def observe(self, step: int, loss: torch.Tensor) -> bool:
+        """Call after each step; True once the rate is known."""
+        if step == self.begin:
+            float(loss)
+            self.began_at = time.monotonic()
+        elif step == self.end:
+            float(loss)
+            self.rate = self.WINDOW / (time.monotonic() - self.began_at)
+            return True
+        return False
+
+    def steps_in(self, seconds: float) -> int:
+        return max(1, int(self.SAFETY * seconds * self.rate))
 
 
 def _install_stop_handler() -> threading.Event:
@@ -271,7 +329,8 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
     """Run (or resume) training in ``config.run_dir``; returns the final metadata.
 
     ``max_steps`` stops early after that many steps in this call (for tests and time-boxed sessions);
-    the learning-rate schedule still follows ``config.steps``.
+    the learning-rate schedule still follows ``config.steps``. ``config.time_budget_s`` instead fixes
+    ``steps`` from a measured step rate (:class:`_BudgetCalibration`), so the schedule ends in time.
     """
     from models.checkpoint import save_checkpoint
 
@@ -282,7 +341,14 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
     state_path = run_dir / "state.safetensors"
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
-    model = build_initial_model(config)
+    device = config.torch_device()
+    if device.type == "cuda":
+        # Fixed shapes every step (patch, queries): let cuDNN pick its fastest kernels once. An fp32 run
+        # uses TF32 tensor cores; bf16 autocast (config.bf16) is the faster, lower-precision option.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model = build_initial_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     meta: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "loss_ema": None, "width_counts": {}, "stage": config.stage}
@@ -293,6 +359,8 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
         generator.set_state(tensors["rng.data"])
         torch.set_rng_state(tensors["rng.torch"])
         log.info("resumed %s at step %d", state_path, meta["step"])
+        if "steps" in meta:  # resolved from a time budget by the interrupted call
+            config = dataclasses.replace(config, steps=meta["steps"])
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -300,9 +368,11 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
     sampler = PatchSampler.from_folders(config.data_dirs, config.patch, config.queries)
     # Taken before the producer starts drawing: the state a checkpoint at this step must hold.
     last_generator_state = generator.get_state()
-    producer = BatchProducer(sampler, config, generator)
-    stop_at = config.steps if max_steps is None else min(config.steps, meta["step"] + max_steps)
+    producer = BatchProducer(sampler, config, generator, device)
+    first_step = meta["step"]
+    stop_at = config.steps if max_steps is None else min(config.steps, first_step + max_steps)
     started = time.monotonic()
+    calibration = _BudgetCalibration(first_step) if config.time_budget_s and "steps" not in meta else None
     elapsed_before = meta["elapsed_s"]
     last_save = time.monotonic()
     progress = None
@@ -311,7 +381,11 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
 
         progress = tqdm(total=config.steps, initial=meta["step"], dynamic_ncols=True, mininterval=2.0)
 
+    # The loss EMA lives on the device and is read only when logging or saving, so steps queue back to back.
+    loss_ema = None if meta["loss_ema"] is None else torch.tensor(meta["loss_ema"], device=device)
+
     def checkpoint() -> None:
+        meta["loss_ema"] = None if loss_ema is None else float(loss_ema)
         meta["elapsed_s"] = elapsed_before + time.monotonic() - started
         save_train_state(state_path, model, optimizer, meta, last_generator_state)
         info = {
@@ -330,17 +404,35 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
                 group["lr"] = learning_rate(config, meta["step"])
             value, prediction = train_step(model, optimizer, batch, width, config)
             meta["step"] += 1
-            meta["loss_ema"] = value if meta["loss_ema"] is None else 0.98 * meta["loss_ema"] + 0.02 * value
+            loss_ema = value.clone() if loss_ema is None else 0.98 * loss_ema + 0.02 * value
             key = f"{width:.1f}"
             meta["width_counts"][key] = meta["width_counts"].get(key, 0) + 1
+            if calibration is not None and calibration.observe(meta["step"], value):
+                assert config.time_budget_s is not None
+                remaining = config.time_budget_s - (time.monotonic() - started)
+                steps = min(config.steps, meta["step"] + calibration.steps_in(remaining))
+                config = dataclasses.replace(config, steps=steps)
+                meta["steps"] = steps
+                (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+                stop_at = steps if max_steps is None else min(steps, first_step + max_steps)
+                log.info(
+                    "time budget %.0fs: %.2f steps/s measured, run set to %d steps",
+                    config.time_budget_s,
+                    calibration.rate,
+                    steps,
+                )
+                if progress is not None:
+                    progress.total = steps
+                calibration = None
             if meta["step"] % config.log_every == 0:
+                meta["loss_ema"] = float(loss_ema)
                 mse = float(F.mse_loss(prediction.float().clamp(0, 1), batch.rgb))
                 psnr = -10 * math.log10(max(mse, 1e-10))
                 elapsed = elapsed_before + time.monotonic() - started
                 log.info(
                     "step %d loss %.5f ema %.5f psnr %.2f scale %.2f width %.1f lr %.2e elapsed %.0fs",
                     meta["step"],
-                    value,
+                    float(value),
                     meta["loss_ema"],
                     psnr,
                     batch.scale[0],
@@ -361,4 +453,7 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
             progress.close()
         if meta["step"] > 0:
             checkpoint()
+        if device.type == "cuda":
+            log.info("peak CUDA memory %.0f MiB", torch.cuda.max_memory_allocated(device) / 2**20)
+        log.info("stopped at step %d of %d after %.0fs", meta["step"], config.steps, meta["elapsed_s"])
     return meta

@@ -6,6 +6,7 @@ Training runs use a tiny model on small synthetic PNGs, so each takes a second o
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,32 @@ def test_stopping_and_resuming_is_bit_exact(tmp_path: Path, data_dir: Path, stag
     assert any(key.startswith("optim.") for key in expected)
     for key in expected:
         assert torch.equal(expected[key], actual[key]), f"{key} differs after resume"
+
+
+def test_a_time_budget_fixes_the_step_count_and_the_schedule_ends_in_it(tmp_path: Path, data_dir: Path) -> None:
+    config = tiny_config(tmp_path / "run", data_dir, steps=1_000_000, time_budget_s=1.5, decay_start=0.5)
+    meta = train(config, quiet=True)
+    calibrated = 20 + 60  # warm-up + measuring window of the calibration
+    assert calibrated < meta["steps"] < 1_000_000
+    assert meta["step"] == meta["steps"], "the run must stop at the resolved step count, not the cap"
+    resolved = dataclasses.replace(config, steps=meta["steps"])
+    assert learning_rate(resolved, meta["steps"]) == pytest.approx(config.lr_min)
+    saved = TrainConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert saved.steps == meta["steps"]
+    again = train(config, quiet=True)  # resuming keeps the resolved count instead of recalibrating
+    assert again["step"] == again["steps"] == meta["steps"]
+
+
+def test_a_time_budget_never_raises_the_step_cap(tmp_path: Path, data_dir: Path) -> None:
+    config = tiny_config(tmp_path / "run", data_dir, steps=90, time_budget_s=3600.0)
+    meta = train(config, quiet=True)
+    assert meta["step"] == meta["steps"] == 90
+
+
+def test_device_auto_and_unavailable_cuda() -> None:
+    assert TrainConfig(device="cpu").torch_device().type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert TrainConfig(device="auto").torch_device().type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            TrainConfig(device="cuda").torch_device()

@@ -284,3 +284,36 @@ def test_device_auto_and_unavailable_cuda() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             TrainConfig(device="cuda").torch_device()
+
+
+def test_budget_calibration_follows_the_rate_until_the_decay_begins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import train as train_module
+
+    clock = [0.0]
+    monkeypatch.setattr(train_module.time, "monotonic", lambda: clock[0])
+    config = TrainConfig(steps=1_000_000, decay_start=0.5, time_budget_s=100.0)
+    calibration = train_module._BudgetCalibration(0, budget_s=100.0, cap=config.steps)
+    changes: list[tuple[int, int, int]] = []  # (step, old count, new count)
+    step = 0
+
+    def run(steps: int, seconds_per_step: float) -> None:
+        nonlocal config, step
+        for _ in range(steps):
+            step += 1
+            clock[0] += seconds_per_step
+            found = calibration.observe(step, torch.tensor(0.0), clock[0], config)
+            if found is not None:
+                changes.append((step, config.steps, found))
+                config = dataclasses.replace(config, steps=found)
+
+    run(80, 0.1)  # warm-up, then one 60-step window at 10 steps/s, with 92 s of the budget left
+    assert changes == [(80, 1_000_000, 80 + int(0.97 * 92.0 * 10))]
+    run(60, 0.05)  # the machine speeds up: the count rises while the lr is still constant
+    assert changes[-1][0] == 140 and changes[-1][2] > changes[0][2]
+    run(3000, 0.02)
+    for at, old, _ in changes:
+        assert at < config.decay_start * old, "the count changed after the decay had begun"
+    assert step > config.decay_start * config.steps, "the run went past the decay start"
+    frozen = config.steps
+    run(300, 0.001)  # much faster again, but the decay has begun: the schedule stays
+    assert config.steps == frozen

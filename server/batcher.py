@@ -240,6 +240,23 @@ class Batcher:
             except TimeoutError:
                 pass
 
+    def _run_and_place(self, jobs: list[TileJob]) -> list[torch.Tensor | None]:
+        """Run a batch (inference thread) and write each output into its job's ``out`` view, if any.
+
+        Copying here, off the event loop, keeps one copy of a big request's pixels alive instead of two
+        (per-tile outputs until the last tile, then the stitched image)."""
+        outputs = self._run_batch(jobs)
+        if len(outputs) != len(jobs):
+            raise RuntimeError(f"runner returned {len(outputs)} outputs for a batch of {len(jobs)} tiles")
+        placed: list[torch.Tensor | None] = []
+        for job, pixels in zip(jobs, outputs):
+            if job.out is None:
+                placed.append(pixels)
+            else:
+                job.out.copy_(pixels)
+                placed.append(None)
+        return placed
+
     async def _run(self, jobs: list[TileJob]) -> None:
         """Run one batch on the inference thread and resolve its futures."""
         assert self._executor is not None
@@ -253,9 +270,7 @@ class Batcher:
         self._next_batch_id += 1
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, jobs)
-            if len(outputs) != len(jobs):
-                raise RuntimeError(f"runner returned {len(outputs)} outputs for a batch of {len(jobs)} tiles")
+            outputs = await loop.run_in_executor(self._executor, self._run_and_place, jobs)
         except Exception as error:  # every future of the batch gets the same error
             logger.exception("batch %d of %d tiles at width %s failed", batch_id, len(jobs), label)
             for job in jobs:

@@ -27,8 +27,8 @@ class BatchKey(NamedTuple):
 class TileResult:
     """One job's output and the batch it ran in (for the request's Server-Timing)."""
 
-    #: (Th, Tw, 3) uint8 pixels.
-    pixels: torch.Tensor
+    #: (Th, Tw, 3) uint8 pixels, or None when they were written into the job's ``out`` view.
+    pixels: torch.Tensor | None
     #: Identifies the batch, so a request counts a shared batch's compute time once.
     batch_id: int
     #: ``time.perf_counter()`` when the batch started and its duration in seconds.
@@ -54,6 +54,9 @@ class TileJob:
     flops: int
     #: Where the result goes; None for jobs run directly (warm-up), which nobody can abandon.
     future: asyncio.Future[TileResult] | None = None
+    #: (Th, Tw, 3) uint8 view of the request's output image: the batcher writes the tile's pixels there
+    #: as soon as its batch finishes, so a request never holds its tiles and its image at once.
+    out: torch.Tensor | None = None
     #: Request this tile belongs to (for logs).
     request_id: str = ""
     #: ``time.perf_counter()`` when queued; set by the batcher.

@@ -1,6 +1,7 @@
 """The upscale service: what the routes call, one method per pipeline step.
 
-``validate → plan → decide → submit/await → stitch``; decoding and encoding live in ``codec.py``.
+``validate → plan → decide → submit/await (tiles land in the output canvas) → collect``; decoding and
+encoding live in ``codec.py``.
 One instance per app, built in the lifespan and stored on ``app.state``. It wires the scheduler
 (pure), the batcher (queue + inference thread), the load sampler and the metrics together, and
 keeps the previous decision for the scheduler's hysteresis. No HTTP types here except the errors.
@@ -34,7 +35,7 @@ from server.scheduler import (
     queued_work_s,
 )
 from server.throughput import ThroughputTracker
-from server.tiling import TilePlan, crop_window, plan_tiles, stitch_tiles, tile_query
+from server.tiling import TilePlan, crop_window, new_canvas, plan_tiles, tile_query, tile_region
 
 logger = logging.getLogger("anysr.server.service")
 
@@ -195,9 +196,11 @@ class UpscaleService:
 
     def make_jobs(
         self, image: DecodedImage, plan: TilePlan, width: float, request_id: str
-    ) -> tuple[list[TileJob], list[asyncio.Future[TileResult]]]:
-        """One job per tile, each with its own future, in ``plan.tiles()`` order."""
+    ) -> tuple[list[TileJob], list[asyncio.Future[TileResult]], torch.Tensor]:
+        """One job per tile, each with its own future, in ``plan.tiles()`` order, and the (H, W, 3)
+        uint8 canvas the tiles write themselves into as their batches finish."""
         loop = asyncio.get_running_loop()
+        canvas = new_canvas(plan)
         scale = (plan.out_size[0] / plan.lr_size[0], plan.out_size[1] / plan.lr_size[1])
         key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
         tile_flops = plan.tile_flops(self.spec, width)
@@ -215,11 +218,12 @@ class UpscaleService:
                     scale=scale,
                     flops=tile_flops,
                     future=future,
+                    out=tile_region(canvas, plan, tile),
                     request_id=request_id,
                 )
             )
             futures.append(future)
-        return jobs, futures
+        return jobs, futures, canvas
 
     def submit(self, jobs: list[TileJob]) -> None:
         """Queue the jobs; 503 with Retry-After when the queue is full or the server is draining."""
@@ -231,15 +235,15 @@ class UpscaleService:
         except BatcherClosed as error:
             raise Unavailable("draining", str(error), retry_after_s=1) from None
 
-    # -- stitch ----------------------------------------------------------------------------------
+    # -- collect ---------------------------------------------------------------------------------
 
     @staticmethod
-    def stitch(plan: TilePlan, results: list[TileResult], submitted_s: float, finished_s: float) -> Outcome:
-        """Assemble the tiles; split the time in the batcher into compute (its batches) and queue."""
-        pixels = stitch_tiles(plan, [result.pixels for result in results])
+    def collect(canvas: torch.Tensor, results: list[TileResult], submitted_s: float, finished_s: float) -> Outcome:
+        """The finished canvas (every tile has written itself into it); split the time in the batcher
+        into compute (its batches, each shared batch counted once) and queue."""
         compute_s = sum({result.batch_id: result.batch_compute_s for result in results}.values())
         queue_s = max(0.0, (finished_s - submitted_s) - compute_s)
-        return Outcome(pixels=pixels, queue_s=queue_s, compute_s=compute_s)
+        return Outcome(pixels=canvas, queue_s=queue_s, compute_s=compute_s)
 
     def record_success(self, width: float, total_s: float, outcome: Outcome) -> None:
         """Latency histogram and the overhead estimate the deadline predictor uses."""

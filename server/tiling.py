@@ -189,20 +189,33 @@ def crop_window(lr: torch.Tensor, plan: TilePlan, tile: Tile) -> torch.Tensor:
     return lr[:, tile.lr_top : tile.lr_top + height, tile.lr_left : tile.lr_left + width]
 
 
-def stitch_tiles(plan: TilePlan, outputs: list[torch.Tensor]) -> torch.Tensor:
-    """Assemble per-tile outputs (Th, Tw, C) in ``plan.tiles()`` order into (H, W, C).
+def new_canvas(plan: TilePlan, channels: int = 3, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """The (H, W, C) output image the tiles are written into (uninitialised: every pixel gets a tile)."""
+    return torch.empty((*plan.out_size, channels), dtype=dtype)
 
-    Where the last run of an axis overlaps its neighbour, the later tile's pixels are kept; both
-    were computed with a full halo, so either is correct.
+
+def tile_region(canvas: torch.Tensor, plan: TilePlan, tile: Tile) -> torch.Tensor:
+    """The (Th, Tw, C) view of ``canvas`` that ``tile``'s output fills.
+
+    Tiles are written in ``plan.tiles()`` order (the batcher runs a request's tiles first in, first
+    out), so where the last run of an axis overlaps its neighbour the later tile's pixels are kept;
+    both were computed with a full halo, so either is correct.
     """
+    tile_h, tile_w = plan.out_tile_shape
+    return canvas[tile.out_top : tile.out_top + tile_h, tile.out_left : tile.out_left + tile_w]
+
+
+def stitch_tiles(plan: TilePlan, outputs: list[torch.Tensor]) -> torch.Tensor:
+    """Assemble per-tile outputs (Th, Tw, C) in ``plan.tiles()`` order into (H, W, C), for offline use
+    (benchmarks, tests). The server writes each tile into its canvas as its batch finishes instead
+    (:attr:`server.jobs.TileJob.out`), so it never holds the tiles and the image at once."""
     tiles = plan.tiles()
     if len(outputs) != len(tiles):
         raise ValueError(f"expected {len(tiles)} tile outputs, got {len(outputs)}")
-    tile_h, tile_w = plan.out_tile_shape
-    channels = outputs[0].shape[-1]
-    image = torch.empty((*plan.out_size, channels), dtype=outputs[0].dtype)
+    tile_shape = (*plan.out_tile_shape, outputs[0].shape[-1])
+    image = new_canvas(plan, outputs[0].shape[-1], outputs[0].dtype)
     for tile, pixels in zip(tiles, outputs):
-        if tuple(pixels.shape) != (tile_h, tile_w, channels):
-            raise ValueError(f"tile output must be {(tile_h, tile_w, channels)}, got {tuple(pixels.shape)}")
-        image[tile.out_top : tile.out_top + tile_h, tile.out_left : tile.out_left + tile_w] = pixels
+        if tuple(pixels.shape) != tile_shape:
+            raise ValueError(f"tile output must be {tile_shape}, got {tuple(pixels.shape)}")
+        tile_region(image, plan, tile).copy_(pixels)
     return image

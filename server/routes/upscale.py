@@ -138,13 +138,13 @@ async def upscale(
             decision = service.decide(  # decide
                 WidthRequest(scale_h, scale_w, service.flops_table(plan), budget.width, budget.flops, deadline_s)
             )
-            jobs, futures = service.make_jobs(image, plan, decision.width, request_id)
+            jobs, futures, canvas = service.make_jobs(image, plan, decision.width, request_id)
             service.submit(jobs)  # batch
             submitted = time.perf_counter()
             timeout_s = min(limits.request_timeout_s, deadline_s or math.inf) - (submitted - started)
             results = await wait_for_tiles(futures, timeout_s, wait_for_disconnect(request))  # infer
-            encode_started = time.perf_counter()  # Server-Timing's encode includes the stitch
-            outcome = await run_in_threadpool(service.stitch, plan, results, submitted, encode_started)  # stitch
+            encode_started = time.perf_counter()
+            outcome = service.collect(canvas, results, submitted, encode_started)  # stitched as tiles finished
             options = EncodeOptions(
                 format=output_format,
                 quality=quality if quality is not None else limits.default_quality,

@@ -190,6 +190,28 @@ def test_tiles_of_two_requests_share_a_batch_and_every_future_gets_its_own_resul
     assert batcher.queue_depth == 0 and batcher.queued_flops() == {}
 
 
+def test_jobs_with_an_out_view_are_written_in_place_and_carry_no_pixels():
+    runner = RecordingRunner()
+    canvas = torch.zeros(16, 32, 3, dtype=torch.uint8)
+
+    async def scenario():
+        batcher, _, _ = make_batcher(runner, BatchLimits(max_tiles=1, max_wait_s=0.01))
+        batcher.start()
+        jobs, futures = new_jobs(3, start_tag=5)
+        jobs[0].out = canvas[:, :16]
+        jobs[1].out = canvas[:, 8:24]  # overlaps the first: the later tile wins, as in the tile plan
+        batcher.submit(jobs)
+        results = await asyncio.gather(*futures)
+        await batcher.close(timeout_s=1)
+        return results
+
+    results = asyncio.run(scenario())
+    assert runner.batches == [[5], [6], [7]]
+    assert results[0].pixels is None and results[1].pixels is None
+    assert results[2].pixels is not None and int(results[2].pixels[0, 0, 0]) == 7  # no view: returned
+    assert (canvas[:, :8] == 5).all() and (canvas[:, 8:24] == 6).all() and (canvas[:, 24:] == 0).all()
+
+
 def test_batches_respect_max_tiles_and_keys():
     runner = RecordingRunner()
 

@@ -11,7 +11,6 @@ from server.batcher import BatcherClosed
 from server.errors import ClientClosedRequest, GatewayTimeout, Unavailable
 from server.jobs import TileResult
 from server.service import UpscaleService, wait_for_tiles
-from server.tiling import plan_tiles
 
 
 def result(batch_id: int, compute_s: float, value: int = 0, shape=(4, 4)) -> TileResult:
@@ -73,12 +72,10 @@ def test_a_failed_tile_fails_the_request_and_drops_its_siblings():
     assert asyncio.run(scenario())[1].cancelled()
 
 
-def test_stitch_counts_each_shared_batch_once():
-    plan = plan_tiles((40, 40), (80, 80), tile_size=12, halo=2)
-    assert plan.count == 16
-    results = [result(index // 8, 0.5, value=index, shape=plan.out_tile_shape) for index in range(plan.count)]
-    outcome = UpscaleService.stitch(plan, results, submitted_s=10.0, finished_s=11.5)
+def test_collect_counts_each_shared_batch_once_and_returns_the_canvas():
+    canvas = torch.zeros(80, 80, 3, dtype=torch.uint8)
+    results = [result(index // 8, 0.5) for index in range(16)]
+    outcome = UpscaleService.collect(canvas, results, submitted_s=10.0, finished_s=11.5)
     assert outcome.compute_s == pytest.approx(1.0)  # two batches of 0.5 s
     assert outcome.queue_s == pytest.approx(0.5)
-    assert outcome.pixels.shape == (80, 80, 3)
-    assert int(outcome.pixels[0, 0, 0]) == 0 and int(outcome.pixels[-1, -1, 0]) == plan.count - 1
+    assert outcome.pixels is canvas

@@ -7,6 +7,7 @@ import io
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -65,6 +66,26 @@ def test_raw_png_upscale_with_headers(client):
     for part in ("queue;dur=", "decode;dur=", "compute;dur=", "encode;dur="):
         assert part in timing
     assert requests_total(client, 200) == before + 1
+
+
+def test_tiled_response_matches_whole_image_inference():
+    """Tiles write themselves into the output canvas as batches finish (several batches, in order):
+    the stitched image equals running the model on the whole image, up to one 8-bit level."""
+    torch.manual_seed(3)
+    model = build_model(TINY_SPEC).eval()
+    settings = fast_settings(max_batch_tiles=2)
+    with TestClient(make_app(settings, model=model)) as client:
+        response = client.post("/upscale?scale=2.3", content=TILED_PNG, headers=RAW | {"x-anysr-budget": "width=1.0"})
+    assert response.status_code == 200, response.text
+    assert int(response.headers["x-anysr-tiles"]) > 2
+    served = torch.from_numpy(np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).copy())
+    lr = torch.from_numpy(np.asarray(Image.open(io.BytesIO(TILED_PNG)).convert("RGB")).copy())
+    lr = lr.permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        whole = model.upscale(lr, (served.shape[0], served.shape[1]), 1.0, (2.3, 2.3))
+    expected = (whole[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
+    difference = (served.int() - expected.int()).abs()
+    assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 0.02
 
 
 def test_multipart_upload(client):

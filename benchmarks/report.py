@@ -265,6 +265,7 @@ def memory_section(record: Record) -> list[str]:
         "decoded_input_float32": "decoded input (float32 RGB)",
         "tile_outputs_uint8": f"tile outputs ({buffers['tiles']} × {_size(buffers['out_tile_shape'])} uint8)",
         "stitched_output_uint8": "stitched output (uint8)",
+        "output_canvas_uint8": "output image (uint8; tiles written in as batches finish)",
         "pillow_encode_copy": "Pillow's copy for encoding (4 bytes per pixel)",
         "response_png": "response PNG",
         "encoder_feature_map_float32": f"per batch of {buffers['batch_tiles']}: one encoder feature map (float32)",
@@ -272,8 +273,13 @@ def memory_section(record: Record) -> list[str]:
         "batch_output_uint8": f"per batch of {buffers['batch_tiles']}: output buffer (uint8)",
     }
     sizes = {**buffers["request"], **buffers["per_batch"]}
-    buffer_rows = [[label, _mib(sizes[key])] for key, label in labels.items()]
+    buffer_rows = [[label, _mib(sizes[key])] for key, label in labels.items() if key in sizes]
     live = buffers["live_at_encode"]
+    # Results saved before tiles were written in place held the tile outputs and the stitched image.
+    live_parts = buffers.get(
+        "live_at_encode_parts", ("tile_outputs_uint8", "stitched_output_uint8", "pillow_encode_copy", "response_png")
+    )
+    live_names = ", ".join(SHORT_NAMES.get(key, key) for key in live_parts)
     model = results["model"]
     weights = "random weights (`--allow-untrained`)" if model["untrained"] else f"`{model['source']}`"
     batch = sum(buffers["per_batch"].values())
@@ -299,11 +305,21 @@ def memory_section(record: Record) -> list[str]:
         *_table(["buffer", "MiB"], buffer_rows),
         "",
         f"- The request raised the server's RSS by {growth / MIB:.0f} MiB.",
-        f"- Alive together at encode time (tile outputs, stitched image, Pillow's copy, PNG): {live / MIB:.0f} MiB, "
+        f"- Alive together at encode time ({live_names}): {live / MIB:.0f} MiB, "
         f"{share(live)}. One batch's largest tensors (encoder feature map, decoder projection, output "
         f"buffer): {batch / MIB:.0f} MiB, {share(batch)}. The larger of the two is {larger}.",
         "",
     ]
+
+
+#: Short names of request buffers, for the memory section's prose.
+SHORT_NAMES = {
+    "tile_outputs_uint8": "tile outputs",
+    "stitched_output_uint8": "stitched image",
+    "output_canvas_uint8": "output image",
+    "pillow_encode_copy": "Pillow's copy",
+    "response_png": "PNG",
+}
 
 
 SECTIONS: dict[str, Callable[[Record], list[str]]] = {

@@ -107,14 +107,19 @@ def run_overhead(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return settings, results
 
 
+#: The request-sized buffers alive together while the response is encoded.
+LIVE_AT_ENCODE = ("output_canvas_uint8", "pillow_encode_copy", "response_png")
+
+
 def buffer_sizes(
     model: dict[str, Any], size: int, out_size: tuple[int, int], width: float, png_bytes: int, response_bytes: int
 ) -> dict[str, Any]:
     """Sizes in bytes of the buffers one request holds, to explain its peak (estimates from the code's shapes).
 
-    Request-sized: the decoded input (float32 RGB), the tile outputs (uint8, kept until the stitch),
-    the stitched image, Pillow's copy for encoding (RGB is 4 bytes per pixel inside Pillow) and the PNG.
-    Per batch: the encoder's feature map and the decoder's projection (float32) of one full batch.
+    Request-sized: the decoded input (float32 RGB), the output canvas (uint8; each batch writes its
+    tiles into it and frees its own output), Pillow's copy for encoding (RGB is 4 bytes per pixel inside
+    Pillow) and the PNG. Per batch: the encoder's feature map, the decoder's projection (float32) and
+    the batch's uint8 output.
     """
     spec = ModelSpec.from_dict(model["spec"])
     tiling = model["tiling"]
@@ -127,8 +132,7 @@ def buffer_sizes(
     request = {
         "input_png": png_bytes,
         "decoded_input_float32": 3 * size * size * 4,
-        "tile_outputs_uint8": plan.count * tile_h * tile_w * 3,
-        "stitched_output_uint8": out_pixels * 3,
+        "output_canvas_uint8": out_pixels * 3,
         "pillow_encode_copy": out_pixels * 4,
         "response_png": response_bytes,
     }
@@ -144,11 +148,9 @@ def buffer_sizes(
         "batch_tiles": batch,
         "request": request,
         "per_batch": per_batch,
-        # At encode time the tile outputs, the stitched image, Pillow's copy and the PNG are all alive.
-        "live_at_encode": sum(
-            request[key] for key in ("tile_outputs_uint8", "stitched_output_uint8", "pillow_encode_copy")
-        )
-        + response_bytes,
+        # At encode time the output image, Pillow's copy and the PNG are all alive.
+        "live_at_encode_parts": LIVE_AT_ENCODE,
+        "live_at_encode": sum(request[key] for key in LIVE_AT_ENCODE),
     }
 
 

@@ -149,8 +149,9 @@ def test_server_sections_render_from_summaries():
         "tiling": {"tile_size": 16, "halo": 8},
     }
     buffers = buffer_sizes(model, 40, (160, 160), 0.5, png_bytes=1000, response_bytes=5000)
-    assert buffers["request"]["stitched_output_uint8"] == 160 * 160 * 3
-    assert buffers["tiles"] > 1 and buffers["request"]["tile_outputs_uint8"] >= 160 * 160 * 3
+    assert buffers["request"]["output_canvas_uint8"] == 160 * 160 * 3
+    assert buffers["tiles"] > 1 and "tile_outputs_uint8" not in buffers["request"]  # written in place
+    assert buffers["live_at_encode"] == 160 * 160 * (3 + 4) + 5000
     common = {"size": [40, 40], "scale": 4.0, "image": "synthetic", "server_argv": []}
     overhead = {"model": model, "summary": summary, "target_ratio": 0.1, "within_target": True, "requests": rows}
     memory = {

@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
-        # In-flight requests have already drained (GracefulServer) by the time uvicorn shuts down;
-        # this only bounds connections that are still open after that.
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        # In-flight requests have already drained (GracefulServer) by the time uvicorn shuts down, or
+        # the drain deadline has passed: connections still open then get one more second, not a
+        # second drain timeout.
+        timeout_graceful_shutdown=1,
         log_config=None,
     )
     server = GracefulServer(config, app.state.lifecycle, settings.drain_timeout_s)

@@ -140,6 +140,7 @@ def create_app(
             metrics.throughput.labels(width=width_label(width)).set(rate)
         batcher = Batcher(served.run_batch, limits, metrics, throughput)
         batcher.start()
+        lifecycle.on_drain_expired(lambda: batcher.close(timeout_s=0.0))
         probe = gpu_probe
         if probe is None and served.device.type == "cuda":
             probe = GpuProbe(served.device.index or 0)
@@ -176,11 +177,11 @@ def create_app(
         try:
             yield
         finally:
-            lifecycle.begin_drain()
+            lifecycle.begin_drain(settings.drain_timeout_s)  # keeps the deadline a SIGTERM already set
             metrics.ready.set(0)
-            if not await lifecycle.wait_idle(settings.drain_timeout_s):
+            if not await lifecycle.wait_idle(lifecycle.drain_time_left() or 0.0):
                 logger.error("shutting down with %d requests still in flight", lifecycle.in_flight)
-            await batcher.close(timeout_s=settings.drain_timeout_s)
+            await batcher.close(timeout_s=lifecycle.drain_time_left() or 0.0)
             await sampler.stop()
             app.state.service = None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -156,23 +157,34 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="anysr-batcher")
 
     async def close(self, timeout_s: float) -> None:
-        """Refuse new work, let queued work finish for up to ``timeout_s``, then fail what is left."""
+        """Refuse new work, let queued work finish for up to ``timeout_s``, then fail what is left.
+
+        Closing stops batches from waiting for company (queued tiles run at once). Idempotent. Queued
+        tiles are failed *before* the loop is cancelled: a cancellation that lands just as the loop's
+        wake-up fires can be swallowed by ``asyncio.wait_for``, and an emptied queue then ends the loop
+        on its own instead of leaving it waiting for a batch to fill.
+        """
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-            if not done:
-                logger.error(
-                    "batcher did not drain within %.1f s; failing %d queued tiles", timeout_s, len(self._queue)
-                )
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+        if not done:
+            logger.error("batcher did not drain within %.1f s; failing %d queued tiles", timeout_s, len(self._queue))
+            self._fail_queued()
+            while not self._task.done():
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                await asyncio.wait({self._task}, timeout=0.1)
+        self._fail_queued()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _fail_queued(self) -> None:
         for job in self._queue:
             if job.future is not None and not job.future.done():
                 job.future.set_exception(BatcherClosed("server shut down before this tile ran"))
+        self._account(self._queue, -1)
         self._queue.clear()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def closing(self) -> bool:
@@ -224,7 +236,9 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             self._wakeup.clear()
-            plan = next_batch(self._queue, self.limits, time.perf_counter())
+            # While closing, a batch no longer waits to fill: nothing new can join it.
+            now = math.inf if self._closing else time.perf_counter()
+            plan = next_batch(self._queue, self.limits, now)
             if plan.dropped:
                 self._account(plan.dropped, -1)
                 self._metrics.tiles_dropped.inc(len(plan.dropped))
@@ -271,6 +285,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_and_place, jobs)
+        except asyncio.CancelledError:  # closed past its deadline while this batch ran: nobody will read it
+            for job in jobs:
+                if job.future is not None and not job.future.done():
+                    job.future.set_exception(BatcherClosed("server shut down while this tile ran"))
+            raise
         except Exception as error:  # every future of the batch gets the same error
             logger.exception("batch %d of %d tiles at width %s failed", batch_id, len(jobs), label)
             for job in jobs:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -33,15 +33,42 @@ class Lifecycle:
         self.draining = False
         self.in_flight = 0
         self._per_client: dict[str, int] = {}
+        self._drain_deadline: float | None = None
+        self._expiry_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def mark_ready(self) -> None:
         self.ready = True
 
-    def begin_drain(self) -> None:
-        """Stop taking new work; in-flight requests carry on. Idempotent."""
+    def begin_drain(self, timeout_s: float | None = None) -> None:
+        """Stop taking new work; in-flight requests carry on. Idempotent.
+
+        The first call that gives ``timeout_s`` fixes one drain deadline, which every later shutdown
+        step (uvicorn's exit, the lifespan's wait, the batcher's close) spends from: a straggling request
+        then costs the drain timeout once, not once per step.
+        """
         if not self.draining:
             logger.info("draining: refusing new requests, %d in flight", self.in_flight)
         self.draining = True
+        if self._drain_deadline is None and timeout_s is not None:
+            self._drain_deadline = time.monotonic() + timeout_s
+
+    def on_drain_expired(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` when the drain deadline passes with requests still in flight (the app closes
+        its batcher there, so stragglers' queued tiles fail as 503 ``draining`` before uvicorn cancels
+        their handlers, which would answer 500)."""
+        self._expiry_hooks.append(hook)
+
+    async def expire_drain(self) -> None:
+        """The drain deadline has passed: run the expiry hooks once."""
+        hooks, self._expiry_hooks = self._expiry_hooks, []
+        for hook in hooks:
+            await hook()
+
+    def drain_time_left(self) -> float | None:
+        """Seconds left before the drain deadline (never negative), or None if none was set."""
+        if self._drain_deadline is None:
+            return None
+        return max(0.0, self._drain_deadline - time.monotonic())
 
     @property
     def accepting(self) -> bool:
@@ -100,7 +127,7 @@ class GracefulServer(uvicorn.Server):
             return
         logger.info("signal %s: draining for up to %.1f s", signal.Signals(sig).name, self.drain_timeout_s)
         self._drain_started_at = time.monotonic()
-        self.lifecycle.begin_drain()
+        self.lifecycle.begin_drain(self.drain_timeout_s)
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_started_at is not None and not self.should_exit:
@@ -108,7 +135,8 @@ class GracefulServer(uvicorn.Server):
             if self.lifecycle.in_flight == 0:
                 logger.info("drained after %.2f s", waited)
                 self.should_exit = True
-            elif waited >= self.drain_timeout_s:
+            elif (self.lifecycle.drain_time_left() or 0.0) <= 0.0:
                 logger.error("drain timeout: %d requests still in flight", self.lifecycle.in_flight)
+                await self.lifecycle.expire_drain()
                 self.should_exit = True
         return await super().on_tick(counter)

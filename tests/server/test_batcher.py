@@ -378,3 +378,45 @@ def test_a_lone_job_waits_at_most_max_wait():
 
     waited = asyncio.run(scenario())
     assert 0.025 <= waited < 0.5
+
+
+def test_closing_runs_a_waiting_batch_at_once_and_close_is_idempotent():
+    runner = RecordingRunner()
+
+    async def scenario():
+        batcher, _, _ = make_batcher(runner, BatchLimits(max_tiles=8, max_wait_s=60.0))
+        batcher.start()
+        jobs, futures = new_jobs(1, start_tag=4)
+        batcher.submit(jobs)  # alone, it would wait a minute for company
+        started = time.perf_counter()
+        await batcher.close(timeout_s=5)
+        closed_after = time.perf_counter() - started
+        await batcher.close(timeout_s=5)
+        return await asyncio.gather(*futures), closed_after
+
+    results, closed_after = asyncio.run(scenario())
+    assert runner.batches == [[4]] and int(results[0].pixels[0, 0, 0]) == 4
+    assert closed_after < 5
+
+
+def test_close_with_no_time_left_fails_queued_tiles_and_always_ends_the_loop():
+    release = threading.Event()
+
+    def blocking_runner(jobs: list[TileJob]) -> list[torch.Tensor]:
+        release.wait(5)
+        return [torch.zeros((*item.key.out_shape, 3), dtype=torch.uint8) for item in jobs]
+
+    async def scenario():
+        batcher, metrics, _ = make_batcher(blocking_runner, BatchLimits(max_tiles=1, max_wait_s=0.0))
+        batcher.start()
+        jobs, futures = new_jobs(3)
+        batcher.submit(jobs)
+        await asyncio.sleep(0.05)  # the first tile is running, two are queued
+        await batcher.close(timeout_s=0.0)
+        release.set()
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        return outcomes, batcher
+
+    outcomes, batcher = asyncio.run(scenario())
+    assert all(isinstance(outcome, BatcherClosed) for outcome in outcomes)  # the running tile's too
+    assert batcher.queue_depth == 0

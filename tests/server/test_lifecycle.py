@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -63,3 +64,18 @@ def test_wait_idle():
         return await lifecycle.wait_idle(1.0, poll_s=0.005)
 
     assert asyncio.run(scenario())
+
+
+def test_the_first_drain_timeout_fixes_one_deadline_for_every_shutdown_step():
+    lifecycle = Lifecycle(max_requests_per_client=4)
+    assert lifecycle.drain_time_left() is None
+    lifecycle.begin_drain()  # no timeout: draining, but no deadline yet
+    assert lifecycle.draining and lifecycle.drain_time_left() is None
+    lifecycle.begin_drain(0.2)
+    first = lifecycle.drain_time_left()
+    assert first is not None and 0.0 < first <= 0.2
+    lifecycle.begin_drain(100.0)  # a later step (the lifespan) keeps the signal's deadline
+    later = lifecycle.drain_time_left()
+    assert later is not None and later <= first
+    time.sleep(0.25)
+    assert lifecycle.drain_time_left() == 0.0

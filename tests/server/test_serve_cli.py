@@ -157,3 +157,52 @@ def test_real_server_serves_scrapes_and_drains_on_sigterm(tmp_path):
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.mark.slow
+def test_a_straggler_costs_the_drain_timeout_once(tmp_path):
+    """A request still running at the drain deadline gets 503 and does not hold shutdown for further
+    timeouts (uvicorn's graceful wait, the lifespan's wait, the batcher's close): one deadline serves all."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    drain_s = 3.0
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
+    command += ["--weights", str(tmp_path / "absent.safetensors"), "--allow-untrained", "--warmup-size", "8"]
+    command += ["--torch-threads", "1", "--log-level", "warning", "--drain-timeout-s", str(drain_s)]
+    command += ["--max-batch-wait-ms", "60000"]  # a lone tile waits a minute for company: a straggler
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 240, "readiness")
+        png = encode(random_image(24, 20))
+        results: list[httpx.Response | Exception] = []
+
+        def send() -> None:
+            try:
+                results.append(
+                    httpx.post(
+                        f"{base}/upscale?scale=2", content=png, headers={"content-type": "image/png"}, timeout=120
+                    )
+                )
+            except httpx.HTTPError as error:
+                results.append(error)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        wait_until(lambda: scrape(base)[("anysr_in_flight_requests", ())] == 1, 60, "a request in flight")
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        stopped_after = time.monotonic() - signalled
+        sender.join(30)
+        # Drain deadline + uvicorn's one-second grace + interpreter exit on a busy machine; before one
+        # deadline served every step, this took three drain timeouts or (a lost cancellation) a minute.
+        assert stopped_after < drain_s + 5.0, f"shutdown took {stopped_after:.1f} s"
+        # Its queued tile was failed at the deadline, so it got a clean 503 rather than a cancelled 500.
+        assert results and isinstance(results[0], httpx.Response), results
+        assert results[0].status_code == 503 and results[0].json()["error"]["code"] == "draining"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()

@@ -33,6 +33,7 @@ from benchmarks.config import SuiteConfig
 from benchmarks.rss import RssSampler, kernel_peak, reset_kernel_peak
 from models.liif import decoder_hidden_sizes
 from models.spec import ModelSpec
+from server.app import DEFAULT_BATCH_TILES
 from server.settings import Settings
 from server.tiling import plan_tiles
 
@@ -126,7 +127,8 @@ def buffer_sizes(
     plan = plan_tiles((size, size), out_size, tiling["tile_size"], tiling["halo"])
     lr_h, lr_w = plan.lr_tile_shape
     tile_h, tile_w = plan.out_tile_shape
-    batch = min(_default("max_batch_tiles"), max(1, _default("max_batch_pixels") // (lr_h * lr_w)), plan.count)
+    max_tiles = _default("max_batch_tiles") or DEFAULT_BATCH_TILES.get(str(model["device"]).split(":")[0], 8)
+    batch = min(max_tiles, max(1, _default("max_batch_pixels") // (lr_h * lr_w)), plan.count)
     hidden = decoder_hidden_sizes(spec, width)[0]
     out_pixels = out_size[0] * out_size[1]
     request = {

@@ -71,9 +71,16 @@ def scheduler_policy(settings: Settings) -> SchedulerPolicy:
     )
 
 
-def batch_limits(settings: Settings) -> BatchLimits:
+#: Default tiles per batch by device type. On a 2-core CPU batches of 2-8 tiles ran at 0.95-1.00x the
+#: throughput of single tiles (docs/benchmarks.md, `batching`) while each extra tile of a large request
+#: holds 80 MiB or more of activations; a GPU needs batches to fill its cores.
+DEFAULT_BATCH_TILES = {"cuda": 8, "cpu": 1}
+
+
+def batch_limits(settings: Settings, device_type: str) -> BatchLimits:
+    tiles = settings.max_batch_tiles or DEFAULT_BATCH_TILES.get(device_type, 8)
     return BatchLimits(
-        max_tiles=settings.max_batch_tiles,
+        max_tiles=tiles,
         max_pixels=settings.max_batch_pixels,
         max_wait_s=settings.max_batch_wait_ms / 1e3,
         max_queue_tiles=settings.max_queue_tiles,
@@ -127,7 +134,6 @@ def create_app(
     metrics = ServerMetrics()
     lifecycle = Lifecycle(settings.max_requests_per_client)
     policy = scheduler_policy(settings)
-    limits = batch_limits(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,7 +144,7 @@ def create_app(
         for width, rate in rates.items():
             throughput.seed(width, rate)
             metrics.throughput.labels(width=width_label(width)).set(rate)
-        batcher = Batcher(served.run_batch, limits, metrics, throughput)
+        batcher = Batcher(served.run_batch, batch_limits(settings, served.device.type), metrics, throughput)
         batcher.start()
         lifecycle.on_drain_expired(lambda: batcher.close(timeout_s=0.0))
         probe = gpu_probe

@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     tile_halo: int | None = Field(
         None, ge=0, description="LR pixels of overlap per tile side (none = the model's receptive radius: exact)."
     )
-    max_batch_tiles: int = Field(8, ge=1, description="Most tiles in one batch.")
+    max_batch_tiles: int | None = Field(
+        None,
+        ge=1,
+        description="Most tiles in one batch; unset: 8 on CUDA, 1 on CPU (batching gains nothing there and "
+        "multiplies activation memory).",
+    )
     max_batch_pixels: int = Field(1 << 20, ge=1, description="Most LR pixels in one batch.")
     max_batch_wait_ms: float = Field(2.0, ge=0, description="Longest a tile waits for its batch to fill.")
     max_queue_tiles: int = Field(256, ge=1, description="Most tiles queued or running; beyond it requests get 503.")

@@ -105,7 +105,10 @@ def test_real_server_serves_scrapes_and_drains_on_sigterm(tmp_path):
         "8",
         "--torch-threads",
         "1",
-        # Each request waits this long for its batch to fill, which keeps one in flight while SIGTERM lands.
+        # Each request waits this long for its batch of up to 8 tiles to fill (the CPU default is 1 tile,
+        # which never waits), which keeps one in flight while SIGTERM lands.
+        "--max-batch-tiles",
+        "8",
         "--max-batch-wait-ms",
         "3000",
         "--log-level",
@@ -169,7 +172,7 @@ def test_a_straggler_costs_the_drain_timeout_once(tmp_path):
     command = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
     command += ["--weights", str(tmp_path / "absent.safetensors"), "--allow-untrained", "--warmup-size", "8"]
     command += ["--torch-threads", "1", "--log-level", "warning", "--drain-timeout-s", str(drain_s)]
-    command += ["--max-batch-wait-ms", "60000"]  # a lone tile waits a minute for company: a straggler
+    command += ["--max-batch-tiles", "8", "--max-batch-wait-ms", "60000"]  # a lone tile waits a minute for company
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:

@@ -61,3 +61,12 @@ def test_invalid_values_name_the_problem(overrides, message):
 
 def test_fixed_policy_is_normalised():
     assert Settings(policy=" Fixed:0.7 ").policy == "fixed:0.7"
+
+
+def test_batch_size_defaults_by_device_and_an_explicit_setting_wins():
+    from server.app import batch_limits
+
+    assert batch_limits(Settings(), "cpu").max_tiles == 1  # no batching gain on CPU, only memory
+    assert batch_limits(Settings(), "cuda").max_tiles == 8
+    assert batch_limits(Settings(max_batch_tiles=4), "cpu").max_tiles == 4
+    assert batch_limits(Settings(max_batch_tiles=2), "cuda").max_tiles == 2

@@ -398,7 +398,11 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
     # The loss EMA lives on the device and is read only when logging or saving, so steps queue back to back.
     loss_ema = None if meta["loss_ema"] is None else torch.tensor(meta["loss_ema"], device=device)
 
+    logged_steps = config.steps
+
     def checkpoint() -> None:
+        # The step count a time budget resolved belongs in the run's config record too.
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         meta["loss_ema"] = None if loss_ema is None else float(loss_ema)
         meta["elapsed_s"] = elapsed_before + time.monotonic() - started
         save_train_state(state_path, model, optimizer, meta, last_generator_state)
@@ -426,15 +430,16 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
                 steps = calibration.observe(meta["step"], value, time.monotonic() - started, config)
             if calibration is not None and steps is not None and steps != meta.get("steps"):
                 config = dataclasses.replace(config, steps=steps)
-                meta["steps"] = steps
-                (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
                 stop_at = steps if max_steps is None else min(steps, first_step + max_steps)
-                log.info(
-                    "time budget %.0fs: %.2f steps/s measured, run set to %d steps",
-                    config.time_budget_s,
-                    calibration.rate,
-                    steps,
-                )
+                if "steps" not in meta or abs(steps - logged_steps) > 0.01 * logged_steps:  # not every window
+                    logged_steps = steps
+                    log.info(
+                        "time budget %.0fs: %.2f steps/s measured, run set to %d steps",
+                        config.time_budget_s,
+                        calibration.rate,
+                        steps,
+                    )
+                meta["steps"] = steps
                 if progress is not None:
                     progress.total = steps
             if meta["step"] % config.log_every == 0:

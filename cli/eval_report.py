@@ -108,18 +108,18 @@ def build_record(
     scores: list[ImageScore],
     summary: list[SummaryRow],
     scales: list[ScalePair],
-    datasets: dict[str, list[Path]],
+    datasets: dict[str, list[str]],
     weights: dict[str, Any] | None,
     elapsed_s: float,
 ) -> dict[str, Any]:
-    """Everything needed to redo or re-plot the run: protocol, inputs, per-image and mean scores.
+    """Everything needed to redo or re-plot the run: protocol, inputs (image file names), per-image and mean scores.
 
     The caller adds how it ran (device, dtype, threads).
     """
     return {
         "protocol": PROTOCOL,
         "weights": weights,
-        "datasets": {name: [path.name for path in paths] for name, paths in datasets.items()},
+        "datasets": datasets,
         "scales": [list(scale) for scale in scales],
         "rows": list(dict.fromkeys(row.row for row in summary)),
         "elapsed_s": round(elapsed_s, 1),

@@ -15,10 +15,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.evaluate import EvalProgress, ScalePair, WidthMode
+    from models.anysr import AnySR
+    from models.evaluate import EvalProgress, ImageScore, ScalePair, WidthMode
 
 HELP = "benchmark PSNR/SSIM (Y, shave = scale) per scale and width, beside bicubic; tables, JSON and a plot"
 
@@ -132,14 +133,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--max-images", type=int, default=None, help="first N images of each folder (quick checks)")
     parser.add_argument("--quiet", action="store_true", help="no per-image progress on stderr")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="EVAL_JSON",
+        help="evaluate nothing: combine eval.json files of one model split by scale into one report "
+        "(--weights must be the file they scored; it supplies Table 3)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _run_merge(args)
     import torch
 
-    from cli.eval_report import build_record, render_markdown, write_plot
     from models.data import list_images
-    from models.evaluate import evaluate, scale_label, summarise
+    from models.evaluate import evaluate, scale_label
 
     try:
         scales = parse_scales(args.scales) + (parse_scale_pairs(args.scale_pairs) if args.scale_pairs else [])
@@ -162,15 +173,10 @@ def run(args: argparse.Namespace) -> int:
 
     model, weights = None, None
     if modes:
-        from models.checkpoint import CheckpointError, load_checkpoint
-
-        try:
-            model, info = load_checkpoint(args.weights, map_location=args.device)
-        except CheckpointError as error:
-            print(f"anysr eval: {error}", file=sys.stderr)
+        loaded = _load_weights(args.weights, args.device)
+        if loaded is None:
             return 2
-        weights = {"path": str(info.path), "sha256": info.sha256, "spec": json.loads(info.spec.to_json())}
-        weights["training"] = {key: info.training.get(key) for key in ("stage", "step", "elapsed_s")}
+        model, weights = loaded
 
     def progress(update: EvalProgress) -> None:
         score = update.score
@@ -184,18 +190,97 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     dtype = torch.bfloat16 if args.compute_dtype == "bf16" else torch.float32
     scores = evaluate(model, datasets, scales, modes, args.bicubic, dtype, None if args.quiet else progress)
-    summary = summarise(scores)
+    how = {"device": args.device, "compute_dtype": args.compute_dtype, "threads": torch.get_num_threads()}
+    names = {name: [path.name for path in paths] for name, paths in datasets.items()}
     elapsed_s = time.perf_counter() - started
+    done = f"in {elapsed_s:.0f} s"
+    _report(scores, scales, modes, model, flops_size, weights, names, elapsed_s, how, args.out_dir, done)
+    return 0
 
+
+def _load_weights(path: Path, device: str) -> tuple[AnySR, dict[str, Any]] | None:
+    """The model and how reports name it, or None after printing why it cannot be loaded."""
+    from models.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        model, info = load_checkpoint(path, map_location=device)
+    except CheckpointError as error:
+        print(f"anysr eval: {error}", file=sys.stderr)
+        return None
+    weights = {"path": str(info.path), "sha256": info.sha256, "spec": json.loads(info.spec.to_json())}
+    weights["training"] = {key: info.training.get(key) for key in ("stage", "step", "elapsed_s")}
+    return model, weights
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from cli.eval_merge import merge_records
+
+    try:
+        merged = merge_records(args.merge)
+        flops_size = parse_size(args.flops_size)
+    except ValueError as error:
+        print(f"anysr eval: {error}", file=sys.stderr)
+        return 2
+    model, weights = None, None
+    if merged.modes:
+        loaded = _load_weights(args.weights, "cpu")
+        if loaded is None:
+            return 2
+        model, weights = loaded
+        if weights["sha256"] != merged.weights_sha256:
+            print(
+                f"anysr eval: the records scored weights sha256 {merged.weights_sha256}, but --weights "
+                f"{args.weights} is {weights['sha256']}",
+                file=sys.stderr,
+            )
+            return 2
+    how: dict[str, Any] = {"merged_from": merged.runs}
+    for key in ("device", "compute_dtype", "threads"):
+        values = {json.dumps(run[key]) for run in merged.runs}
+        how[key] = merged.runs[0][key] if len(values) == 1 else None
+    _report(
+        merged.scores,
+        merged.scales,
+        merged.modes,
+        model,
+        flops_size,
+        weights,
+        merged.datasets,
+        merged.elapsed_s,
+        how,
+        args.out_dir,
+        f"from {len(merged.runs)} records ({merged.elapsed_s:.0f} s of evaluation in all)",
+    )
+    return 0
+
+
+def _report(
+    scores: list[ImageScore],
+    scales: list[ScalePair],
+    modes: list[WidthMode],
+    model: AnySR | None,
+    flops_size: tuple[int, int],
+    weights: dict[str, Any] | None,
+    datasets: dict[str, list[str]],
+    elapsed_s: float,
+    how: dict[str, Any],
+    out_dir: Path | None,
+    done: str,
+) -> None:
+    """Markdown on stdout; with an output folder also eval.md, eval.json and the plot."""
+    from cli.eval_report import build_record, render_markdown, write_plot
+    from models.evaluate import summarise
+
+    summary = summarise(scores)
     markdown = render_markdown(summary, scales, modes, model, flops_size, weights)
     print(markdown, end="")
-    if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "eval.md").write_text(markdown)
-        record = build_record(scores, summary, scales, datasets, weights, elapsed_s)
-        record.update(device=args.device, compute_dtype=args.compute_dtype, threads=torch.get_num_threads())
-        (args.out_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
-        plotted = write_plot(summary, args.out_dir / "psnr_vs_scale.png")
-        written = ["eval.md", "eval.json", *(["psnr_vs_scale.png"] if plotted else [])]
-        print(f"wrote {', '.join(written)} to {args.out_dir} in {elapsed_s:.0f} s", file=sys.stderr)
-    return 0
+    if out_dir is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.md").write_text(markdown)
+    record = build_record(scores, summary, scales, datasets, weights, elapsed_s)
+    record.update(how)
+    (out_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+    plotted = write_plot(summary, out_dir / "psnr_vs_scale.png")
+    written = ["eval.md", "eval.json", *(["psnr_vs_scale.png"] if plotted else [])]
+    print(f"wrote {', '.join(written)} to {out_dir} {done}", file=sys.stderr)

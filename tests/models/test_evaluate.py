@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -244,6 +246,57 @@ def test_cli_reports_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "a.png").write_bytes(b"")
     assert main(["eval", "--data", str(tmp_path), "--weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_merging_runs_split_by_scale_reproduces_the_single_run(
+    image_dir: Path, tiny_model: AnySR, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "tiny.safetensors"
+    save_checkpoint(weights, tiny_model, {"stage": 2, "step": 3})
+    common = ["eval", "--weights", str(weights), "--data", str(image_dir), "--widths", "0.5,auto", "--threads", "1"]
+    for name, scales in (("whole", "1.5,3"), ("low", "1.5"), ("high", "3")):
+        assert (
+            main([*common, "--scales", scales, "--flops-size", "64", "--quiet", "--out-dir", str(tmp_path / name)]) == 0
+        )
+    capsys.readouterr()
+    parts = [str(tmp_path / part / "eval.json") for part in ("low", "high")]
+    merge = ["eval", "--weights", str(weights), "--flops-size", "64", "--out-dir", str(tmp_path / "merged"), "--merge"]
+    assert main([*merge, *parts]) == 0
+    assert "from 2 records" in capsys.readouterr().err
+    whole, merged = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("whole", "merged"))
+    assert (tmp_path / "merged" / "eval.md").read_text() == (tmp_path / "whole" / "eval.md").read_text()
+    assert merged["scales"] == whole["scales"] and merged["datasets"] == whole["datasets"]
+
+    def scores(record: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(row["dataset"], row["label"], row["row"], row["psnr"], row["ssim"]) for row in record["summary"]]
+
+    assert scores(merged) == scores(whole)
+    assert len(merged["per_image"]) == len(whole["per_image"])
+    assert [run["file"] for run in merged["merged_from"]] == parts and merged["device"] == "cpu"
+
+
+def test_merge_refuses_records_that_are_not_splits_of_one_run(
+    image_dir: Path, tiny_model_factory: Callable[..., AnySR], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, other = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_checkpoint(first, tiny_model_factory(), {"stage": 2})
+    save_checkpoint(other, tiny_model_factory(seed=1), {"stage": 2})
+    for name, path in (("a", first), ("b", other)):
+        argv = ["eval", "--weights", str(path), "--data", str(image_dir), "--scales", "2", "--widths", "0.5"]
+        assert main([*argv, "--quiet", "--out-dir", str(tmp_path / name)]) == 0
+    a, b = str(tmp_path / "a" / "eval.json"), str(tmp_path / "b" / "eval.json")
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(first), "--merge", a, a]) == 2
+    assert "must not overlap" in capsys.readouterr().err
+    assert main(["eval", "--weights", str(first), "--merge", a, b]) == 2
+    assert "scored weights sha256" in capsys.readouterr().err
+    assert main(["eval", "--weights", str(other), "--merge", a]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main(["eval", "--weights", str(first), "--merge", str(tmp_path / "missing.json")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert main(["eval", "--weights", str(first), "--merge", str(tmp_path / "junk.json")]) == 2
+    assert "not an eval.json" in capsys.readouterr().err
 
 
 # ---- Reference numbers on the real benchmark ---------------------------------------------------------------

@@ -236,8 +236,8 @@ def _run_merge(args: argparse.Namespace) -> int:
             return 2
     how: dict[str, Any] = {"merged_from": merged.runs}
     for key in ("device", "compute_dtype", "threads"):
-        values = {json.dumps(run[key]) for run in merged.runs}
-        how[key] = merged.runs[0][key] if len(values) == 1 else None
+        values = {run[key] for run in merged.runs}
+        how[key] = values.pop() if len(values) == 1 else None
     _report(
         merged.scores,
         merged.scales,

@@ -22,21 +22,24 @@ import torch
 
 from benchmarks.bench_widths import lr_image, make_model
 from benchmarks.config import SuiteConfig
+from models.anysr import AnySR
+from models.devices import resolve_device
+from models.geometry import output_side
 from server.jobs import BatchKey, TileJob
-from server.runner import ModelRunner, RunnerConfig, resolve_device, resolve_precision
+from server.runner import ModelRunner, RunnerConfig, resolve_precision
 from server.settings import Settings
-from server.tiling import TilePlan, crop_window, plan_tiles, receptive_radius, tile_query
+from server.tiling import TilePlan, crop_window, plan_for_model, tile_query
 
 #: Full width: the batching gain is a property of the runner, measured where the compute is largest.
 BATCH_WIDTH = 1.0
 
 
-def tile_jobs(plan: TilePlan, lr: torch.Tensor, config: SuiteConfig, count: int) -> list[TileJob]:
+def tile_jobs(plan: TilePlan, lr: torch.Tensor, model: AnySR, count: int) -> list[TileJob]:
     """``count`` jobs over the plan's tiles in turn, exactly as ``UpscaleService.make_jobs`` builds them."""
     tiles = plan.tiles()
     key = BatchKey(BATCH_WIDTH, plan.lr_tile_shape, plan.out_tile_shape)
     scale = (plan.out_size[0] / plan.lr_size[0], plan.out_size[1] / plan.lr_size[1])
-    flops = plan.tile_flops(config.spec, BATCH_WIDTH)
+    flops = plan.tile_flops(model, BATCH_WIDTH)
     jobs = []
     for index in range(count):
         tile = tiles[index % len(tiles)]
@@ -50,18 +53,18 @@ def run_batching(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     device = resolve_device(config.device)
     precision = resolve_precision(config.dtype, device)
     tile = config.resolved_batch_tile()
-    halo = receptive_radius(config.spec)
+    model = make_model("slim", torch.device("cpu"), config.spec)
     side = 3 * tile
-    out_side = round(side * config.batch_scale)
-    plan = plan_tiles((side, side), (out_side, out_side), tile, halo)
+    out_side = output_side(side, config.batch_scale)
+    plan = plan_for_model(model, (side, side), (out_side, out_side), tile)
     lr = lr_image((side, side), torch.device("cpu"))[0]
     query_chunk = Settings.model_fields["query_chunk"].default
     runner = ModelRunner(
-        make_model("slim", torch.device("cpu"), config.spec),
+        model,
         RunnerConfig(device=str(device), precision=precision, query_chunk=query_chunk, torch_threads=config.threads),
     )
     sizes = sorted(set(config.batch_sizes))
-    jobs = tile_jobs(plan, lr, config, max(sizes))
+    jobs = tile_jobs(plan, lr, model, max(sizes))
     for size in sizes:
         runner.run_batch(jobs[:size])
     seconds: dict[int, list[float]] = {size: [] for size in sizes}
@@ -105,7 +108,7 @@ def run_batching(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "scale": config.batch_scale,
         "tile_size": tile,
         "server_default_tile_size": Settings.model_fields["tile_size"].default,
-        "halo": halo,
+        "halo": model.receptive_radius,
         "lr_image": [side, side],
         "plan_tiles": plan.count,
         "lr_tile_shape": list(plan.lr_tile_shape),

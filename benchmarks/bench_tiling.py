@@ -27,10 +27,10 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
-from models.widths import WIDTHS
+from models.geometry import output_size
 from server.jobs import BatchKey, TileJob
 from server.runner import ModelRunner, RunnerConfig
-from server.tiling import crop_window, plan_tiles, receptive_radius, stitch_tiles, tile_query
+from server.tiling import crop_window, plan_for_model, stitch_tiles, tile_query
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO.parent / "shared" / "datasets" / "Set14" / "baboon.png"
@@ -48,14 +48,14 @@ def load_image(path: Path, crop: int | None) -> torch.Tensor:
 def tiled_output(runner: ModelRunner, image: torch.Tensor, out_size: tuple[int, int], width: float, args: Any):
     """The server's path: plan, one job per tile, batches of ``args.batch``, stitch. (H, W, 3) float."""
     lr_size = (image.shape[1], image.shape[2])
-    plan = plan_tiles(lr_size, out_size, tile_size=args.tile, halo=receptive_radius(runner.spec))
+    plan = plan_for_model(runner.model, lr_size, out_size, tile_size=args.tile)
     scale = (out_size[0] / lr_size[0], out_size[1] / lr_size[1])
     key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
     jobs = []
     for tile in plan.tiles():
         ys, xs, cell = tile_query(plan, tile)
         jobs.append(
-            TileJob(key, crop_window(image, plan, tile), ys, xs, cell, scale, plan.tile_flops(runner.spec, width))
+            TileJob(key, crop_window(image, plan, tile), ys, xs, cell, scale, plan.tile_flops(runner.model, width))
         )
     outputs: list[torch.Tensor] = []
     for start in range(0, len(jobs), args.batch):
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     runner = ModelRunner(model, RunnerConfig(device="cpu", precision="fp32"))
     image = load_image(args.image, args.crop)
     lr_size = (image.shape[1], image.shape[2])
-    out_size = (round(lr_size[0] * args.scale), round(lr_size[1] * args.scale))
+    out_size = output_size(lr_size, (args.scale, args.scale))
     rows = []
     print(f"{args.image.name} {lr_size[0]}x{lr_size[1]} -> {out_size[0]}x{out_size[1]}, tile {args.tile}")
     print(f"{'width':>5} {'tiles':>5} {'max abs':>9} {'PSNR dB':>8} {'uint8 differing':>16} {'max gap':>7} {'s':>6}")
-    for width in WIDTHS:
+    for width in runner.model.widths:
         started = time.perf_counter()
         with torch.inference_mode():
             tiled, tiles = tiled_output(runner, image, out_size, width, args)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr_size": lr_size,
         "out_size": out_size,
         "tile": args.tile,
-        "halo": receptive_radius(runner.spec),
+        "halo": runner.model.receptive_radius,
         "batch": args.batch,
         "rows": rows,
     }

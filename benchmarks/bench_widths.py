@@ -22,7 +22,6 @@ Weights are random (seeded): the same FLOPs as trained weights, and no file need
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -37,7 +36,9 @@ import numpy as np
 import torch
 
 from models.anysr import DEFAULT_BLOCK_QUERIES, AnySR, build_model
+from models.ase import AnyScaleEnhancement
 from models.flops import count_flops
+from models.geometry import output_size
 from models.spec import ModelSpec
 from models.widths import WIDTHS
 
@@ -90,14 +91,14 @@ def make_model(mode: str, device: torch.device, base: ModelSpec | None = None) -
     A fresh model's ASE gates are exactly 1 (W2 = 0); small random W2 values make them real work, so no
     branch is trivially cheap.
     """
-    spec = dataclasses.replace(base or ModelSpec(), slim_decoder=mode == "slim")
+    spec = (base or ModelSpec()).replace_args(decoder={"slim": mode == "slim"})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(spec)
         with torch.no_grad():
-            for block in model.encoder.blocks:
-                if block.ase is not None:
-                    block.ase.fc2.weight.normal_(0.0, 0.02)
+            for module in model.modules():
+                if isinstance(module, AnyScaleEnhancement):
+                    module.fc2.weight.normal_(0.0, 0.02)
     return model.to(device).eval()
 
 
@@ -133,7 +134,7 @@ def time_once(
 def bench_case(model: AnySR, lr: torch.Tensor, scale: float, widths: list[float], args: Any) -> list[dict[str, Any]]:
     """Time every width at one (mode, scale), rounds interleaved; rows with ratios relative to the widest."""
     lr_size = (lr.shape[2], lr.shape[3])
-    out_size = (round(lr_size[0] * scale), round(lr_size[1] * scale))
+    out_size = output_size(lr_size, (scale, scale))
     for width in widths:
         for _ in range(args.warmup):
             time_once(model, lr, out_size, width, args)
@@ -145,10 +146,10 @@ def bench_case(model: AnySR, lr: torch.Tensor, scale: float, widths: list[float]
             walls[width].append(wall)
             cpus[width].append(cpu)
     full = max(widths)
-    full_flops = count_flops(model.spec, lr_size, out_size, full).total
+    full_flops = count_flops(model, lr_size, out_size, full).total
     rows = []
     for width in widths:
-        flops = count_flops(model.spec, lr_size, out_size, width)
+        flops = count_flops(model, lr_size, out_size, width)
         wall = statistics.median(walls[width])
         cpu = statistics.median(cpus[width])
         time_ratio = wall / statistics.median(walls[full])
@@ -180,12 +181,12 @@ def full_width_paths(
 ) -> dict[str, Callable[[], torch.Tensor]]:
     """Full width three ways, each returning the (B, 3, H, W) image clamped to [0, 1].
 
-    The reference (:func:`models.reference_liif.reference_upscale`) unfolds features and runs the whole
+    The reference (:func:`models.decoders.liif_reference.reference_upscale`) unfolds features and runs the whole
     MLP per query, as LIIF's code does; the query path (``prepare`` + ``query`` in 65,536-query chunks) is
     what a caller with arbitrary coordinates gets; ``upscale`` is the grid decoder the product runs.
     """
     from models.coords import make_cell, make_coord
-    from models.reference_liif import reference_upscale
+    from models.decoders.liif_reference import reference_upscale
 
     scale_pair = (out_size[0] / lr.shape[2], out_size[1] / lr.shape[3])
 
@@ -218,7 +219,7 @@ def bench_reference(
     """
     if not paths or paths[0] != "reference_liif":
         raise ValueError(f"paths must start with 'reference_liif' (the baseline), got {paths}")
-    out_size = (round(lr.shape[2] * scale), round(lr.shape[3] * scale))
+    out_size = output_size((lr.shape[2], lr.shape[3]), (scale, scale))
     available = full_width_paths(model, lr, out_size, args.block_queries)
     unknown = [name for name in paths if name not in available]
     if unknown:
@@ -242,7 +243,7 @@ def bench_reference(
                     reference = output
                 max_abs[name] = float((output - reference).abs().max())
             del output
-    flops = count_flops(model.spec, tuple(lr.shape[2:]), out_size, 1.0).total
+    flops = count_flops(model, tuple(lr.shape[2:]), out_size, 1.0).total
     result = {
         name: {
             "time_s": statistics.median(walls[name]),
@@ -294,12 +295,12 @@ def check_bf16(args: Any, device: torch.device) -> dict[str, Any]:
         from models.checkpoint import load_checkpoint
 
         model = load_checkpoint(args.weights, map_location=device)[0]
-        models = {"slim" if model.spec.slim_decoder else "paper": model}
+        models = {"slim" if model.spec.decoder.args.get("slim", True) else "paper": model}
     else:
         models = {mode: make_model(mode, device) for mode in args.modes.split(",")}
     for mode, model in models.items():
         for scale in (float(s) for s in args.scales.split(",")):
-            out_size = (round(lr.shape[2] * scale), round(lr.shape[3] * scale))
+            out_size = output_size((lr.shape[2], lr.shape[3]), (scale, scale))
             for width in (float(w) for w in args.widths.split(",")):
                 fp32 = model.upscale(lr, out_size, width, compute_dtype=torch.float32)
                 bf16 = model.upscale(lr, out_size, width, compute_dtype=torch.bfloat16)

@@ -24,7 +24,6 @@ from benchmarks.bench_widths import RATIO_TOLERANCE, bench_case, bench_reference
 from benchmarks.config import SuiteConfig
 from models.anysr import DEFAULT_BLOCK_QUERIES
 from models.flops import count_flops
-from models.widths import WIDTHS
 
 
 def _timing_args(config: SuiteConfig, warmup: int) -> SimpleNamespace:
@@ -47,10 +46,10 @@ def run_widths(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     cases = []
     for mode in config.widths_modes:
         model = make_model(mode, device, config.spec)
-        for width in WIDTHS:
+        for width in model.widths:
             model.upscale(lr, _out_size(size, smallest), width)
         for scale in config.widths_scales:
-            rows = bench_case(model, lr, scale, list(WIDTHS), args)
+            rows = bench_case(model, lr, scale, list(model.widths), args)
             print_table(mode, scale, rows)
             cases.append({"mode": mode, "scale": scale, "rows": rows})
     rows = [(case, row) for case in cases for row in case["rows"]]
@@ -62,7 +61,7 @@ def run_widths(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "lr_size": [size, size],
         "scales": list(config.widths_scales),
         "modes": list(config.widths_modes),
-        "widths": list(WIDTHS),
+        "widths": [row["width"] for row in cases[0]["rows"]] if cases else [],
         "repeats": config.repeats,
         "priming": "one untimed upscale per (mode, width) at the smallest scale",
         "spec": config.model_spec,
@@ -100,7 +99,7 @@ def run_reference(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             {
                 "scale": scale,
                 "out_size": list(out_size),
-                "flops": count_flops(model.spec, (size, size), out_size, 1.0).total,
+                "flops": count_flops(model, (size, size), out_size, 1.0).total,
                 "reference_time_s": reference["time_s"],
                 "reference_cpu_s": reference["cpu_s"],
                 "upscale_time_s": ours["time_s"],
@@ -122,7 +121,7 @@ def run_reference(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "weights": "random (seeded)",
         "dtype": "fp32",
         "reference": (
-            "models.reference_liif.reference_upscale: unfold + 4 MLP passes per query, 65,536 queries per chunk"
+            "models.decoders.liif_reference.reference_upscale: unfold + 4 MLP passes per query, 65,536 queries per chunk"
         ),
         "ours": "models.anysr.AnySR.upscale: per-LR-pixel projection + separable grid decoder",
     }

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import httpx
+import torch
 
 from benchmarks.bench_server_overhead import (
     ServerLaunch,
@@ -31,11 +32,11 @@ from benchmarks.bench_server_overhead import (
 )
 from benchmarks.config import SuiteConfig
 from benchmarks.rss import RssSampler, kernel_peak, reset_kernel_peak
-from models.liif import decoder_hidden_sizes
+from models.anysr import build_model
 from models.spec import ModelSpec
 from server.app import DEFAULT_BATCH_TILES
 from server.settings import Settings
-from server.tiling import plan_tiles
+from server.tiling import plan_for_model
 
 #: The issue's target for server overhead, as a fraction of model time.
 OVERHEAD_TARGET = 0.10
@@ -122,14 +123,17 @@ def buffer_sizes(
     Pillow) and the PNG. Per batch: the encoder's feature map, the decoder's projection (float32) and
     the batch's uint8 output.
     """
-    spec = ModelSpec.from_dict(model["spec"])
-    tiling = model["tiling"]
-    plan = plan_tiles((size, size), out_size, tiling["tile_size"], tiling["halo"])
+    with torch.device("meta"):
+        meta = build_model(ModelSpec.from_dict(model["spec"]))
+    plan = plan_for_model(meta, (size, size), out_size, model["tiling"]["tile_size"], model["tiling"]["halo"])
     lr_h, lr_w = plan.lr_tile_shape
     tile_h, tile_w = plan.out_tile_shape
     max_tiles = _default("max_batch_tiles") or DEFAULT_BATCH_TILES.get(str(model["device"]).split(":")[0], 8)
     batch = min(max_tiles, max(1, _default("max_batch_pixels") // (lr_h * lr_w)), plan.count)
-    hidden = decoder_hidden_sizes(spec, width)[0]
+    # The decoder's per-LR-pixel table: LIIF-style decoders project to their first hidden layer; for the
+    # others the features themselves are the table.
+    hidden_sizes = getattr(meta.decoder, "hidden_sizes", None)
+    hidden = hidden_sizes(width)[0] if hidden_sizes is not None else meta.encoder.out_dim
     out_pixels = out_size[0] * out_size[1]
     request = {
         "input_png": png_bytes,
@@ -139,7 +143,7 @@ def buffer_sizes(
         "response_png": response_bytes,
     }
     per_batch = {
-        "encoder_feature_map_float32": batch * spec.n_feats * lr_h * lr_w * 4,
+        "encoder_feature_map_float32": batch * meta.encoder.out_dim * lr_h * lr_w * 4,
         "decoder_projection_float32": batch * hidden * lr_h * lr_w * 4,
         "batch_output_uint8": batch * tile_h * tile_w * 3,
     }

@@ -1,7 +1,8 @@
 """Command-line pieces shared by ``anysr info``, ``anysr flops`` and ``anysr upscale``.
 
 Parsing and validating sizes, scales and widths, and the default weights path. Only the standard
-library and :mod:`models.widths` (which imports no torch) at import time, so ``anysr --help`` stays quick.
+library and torch-free model modules (:mod:`models.widths`, :mod:`models.geometry`) at import time, so
+``anysr --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.widths import SCALE_GROUP_BOUNDS, WIDTHS, check_width, scale_group, width_for_scale
+from models.geometry import output_side
+from models.widths import SCALE_GROUP_BOUNDS, check_width, scale_group, width_for_scale
 
 #: The shipped weights, beside the package (the training issue writes them; absent until then).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "anysr-edsr-liif.safetensors"
@@ -66,14 +68,21 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def parse_width(text: str) -> float | None:
-    """A width from :data:`WIDTHS`, or ``auto`` (→ ``None``: the scale group decides). For argparse ``type=``."""
+    """A width in (0, 1], or ``auto`` (→ ``None``: the scale group decides). For argparse ``type=``.
+
+    Whether the model runs at that width is checked once the model is known (:func:`choose_width`).
+    """
     if text.strip().lower() == "auto":
         return None
     try:
-        return check_width(float(text))
+        width = float(text)
     except ValueError:
-        allowed = ", ".join(str(width) for width in WIDTHS)
-        raise argparse.ArgumentTypeError(f"width must be one of {allowed} or auto, got {text!r}") from None
+        width = math.nan
+    if not 0.0 < width <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"width must be a number in (0, 1] (one of the model's widths) or auto, got {text!r}"
+        )
+    return width
 
 
 def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,8 +102,9 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
 def plan_scale(args: argparse.Namespace, lr_size: tuple[int, int]) -> ScalePlan:
     """Turn the scale arguments into a :class:`ScalePlan` for an LR image of ``lr_size`` (h, w).
 
-    With a scale, the output side is round(side · scale) (at least 1) and the model is conditioned on the
-    scale as given; with ``--out`` the scales are the size ratios. Raises :class:`CliError`.
+    With a scale, the output side follows :func:`models.geometry.output_side` (the server's and
+    evaluation's rule) and the model is conditioned on the scale as given; with ``--out`` the scales are
+    the size ratios. Raises :class:`CliError`.
     """
     height, width = lr_size
     if args.out_size is not None:
@@ -110,7 +120,7 @@ def plan_scale(args: argparse.Namespace, lr_size: tuple[int, int]) -> ScalePlan:
         for axis, value in (("height", scale_h), ("width", scale_w)):
             if not math.isfinite(value) or value <= 0:
                 raise CliError(f"scale along the {axis} must be a positive number, got {value}")
-        out_h, out_w = _scaled(height, scale_h), _scaled(width, scale_w)
+        out_h, out_w = output_side(height, scale_h), output_side(width, scale_w)
     for axis, value in (("height", scale_h), ("width", scale_w)):
         if not args.allow_any_scale and not MIN_SCALE < value <= MAX_SCALE:
             raise CliError(
@@ -120,11 +130,17 @@ def plan_scale(args: argparse.Namespace, lr_size: tuple[int, int]) -> ScalePlan:
     return ScalePlan(scale_h=scale_h, scale_w=scale_w, out_h=out_h, out_w=out_w)
 
 
-def choose_width(requested: float | None, plan: ScalePlan) -> WidthChoice:
-    """The forced width, or the width of the scale group ``max(s_h, s_w)`` falls in, with the reason."""
+def choose_width(requested: float | None, plan: ScalePlan, widths: tuple[float, ...]) -> WidthChoice:
+    """The forced width (one of the model's ``widths``), or the width of the scale group ``max(s_h, s_w)``
+    falls in, with the reason. Raises :class:`CliError` for a width the model does not have."""
     if requested is not None:
-        return WidthChoice(width=requested, reason="forced by --width")
-    width = width_for_scale(plan.scale_h, plan.scale_w)
+        try:
+            return WidthChoice(width=check_width(requested, widths), reason="forced by --width")
+        except ValueError:
+            raise CliError(
+                f"width {requested:g} is not one this model runs at: {', '.join(map(str, widths))}"
+            ) from None
+    width = width_for_scale(plan.scale_h, plan.scale_w, widths)
     return WidthChoice(width=width, reason=f"auto: scale {plan.max_scale:.4g} is in {describe_group(plan.max_scale)}")
 
 
@@ -141,8 +157,3 @@ def describe_group(scale: float) -> str:
 def gflops(flops: int) -> str:
     """FLOPs as GFLOPs with two decimals (1 MAC = 2 FLOPs throughout the project)."""
     return f"{flops / 1e9:.2f}"
-
-
-def _scaled(side: int, scale: float) -> int:
-    """round(side · scale), halves rounded up, at least 1."""
-    return max(1, math.floor(side * scale + 0.5))

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.evaluate import AUTO, ImageScore, ScalePair, WidthMode, row_label
-from models.widths import WIDTHS
+from models.evaluation.evaluate import AUTO, ImageScore, ScalePair, WidthMode, row_label
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,10 @@ def merge_records(paths: list[Path]) -> MergedRecords:
             seen[key] = path
             scores.append(score)
 
+    # The rows name their widths (``w=0.7``), so the width modes come back from the records themselves.
+    fixed = sorted({score.width for score in scores if score.row != AUTO and score.width is not None})
+    candidates: list[WidthMode] = [*fixed, AUTO]
     rows = {score.row for score in scores}
-    candidates: list[WidthMode] = [*WIDTHS, AUTO]
     modes = [mode for mode in candidates if row_label(mode) in rows]
     runs = [
         {key: record.get(key) for key in ("elapsed_s", "device", "compute_dtype", "threads")} | {"file": str(path)}

@@ -1,6 +1,6 @@
 """What ``anysr eval`` writes: Markdown tables, the paper's Table 3, the JSON record and the Fig. 4 plot.
 
-Pure formatting of :mod:`models.evaluate` results (plus the model, for Table 3's parameter and FLOPs
+Pure formatting of :mod:`models.evaluation.evaluate` results (plus the model, for Table 3's parameter and FLOPs
 columns); matplotlib is imported only to draw, and its absence only skips the plot.
 """
 
@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.evaluate import AUTO, BICUBIC, PROTOCOL, parameters_used, row_label, scale_label, subnet_cost
-from models.widths import width_for_scale
+from models.evaluation.evaluate import AUTO, BICUBIC, PROTOCOL, parameters_used, row_label, scale_label, subnet_cost
 
 if TYPE_CHECKING:
     from models.anysr import AnySR
-    from models.evaluate import ImageScore, ScalePair, SummaryRow, WidthMode
+    from models.evaluation.evaluate import ImageScore, ScalePair, SummaryRow, WidthMode
 
 #: Table 3 lists at most this many scales when none of the evaluated ones are integers.
 TABLE3_MAX_SCALES = 6
@@ -77,7 +76,7 @@ def table3(
     ]
     for mode in modes:
         row = row_label(mode)
-        widths = [width_for_scale(*scale) if mode == AUTO else float(mode) for scale in chosen]
+        widths = [model.width_for_scale(*scale) if mode == AUTO else float(mode) for scale in chosen]
         params = [parameters_used(model, width) for width in widths]
         low, high = min(params), max(params)
         params_text = _millions(low) if low == high else f"{_millions(low)}–{_millions(high)}"

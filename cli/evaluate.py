@@ -1,6 +1,6 @@
 """``anysr eval``: benchmark PSNR/SSIM per scale and width, with a bicubic row, tables, JSON and a plot.
 
-The measuring lives in :mod:`models.evaluate` (protocol in its docstring) and the writing in
+The measuring lives in :mod:`models.evaluation.evaluate` (protocol in its docstring) and the writing in
 :mod:`cli.eval_report`; this module parses the command line, reports progress on stderr and puts the
 results where they were asked for: Markdown on stdout, and with ``--out-dir`` also ``eval.md``,
 ``eval.json`` and ``psnr_vs_scale.png``.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.anysr import AnySR
-    from models.evaluate import EvalProgress, ImageScore, ScalePair, WidthMode
+    from models.evaluation.evaluate import EvalProgress, ImageScore, ScalePair, WidthMode
 
 HELP = "benchmark PSNR/SSIM (Y, shave = scale) per scale and width, beside bicubic; tables, JSON and a plot"
 
@@ -69,19 +69,31 @@ def parse_scale_pairs(text: str) -> list[ScalePair]:
     return _unique(pairs)
 
 
-def parse_width_modes(text: str) -> list[WidthMode]:
-    """``auto``, ``all`` (every width and auto), ``none`` (bicubic only) or a list such as ``0.5,1.0,auto``."""
-    from models.evaluate import AUTO
+def parse_width_modes(text: str, widths: tuple[float, ...] | None = None) -> list[WidthMode]:
+    """``auto``, ``all`` (every width and auto), ``none`` (bicubic only) or a list such as ``0.5,1.0,auto``.
+
+    Fixed widths must be the model's ``widths``; without them (a syntax check before the model is loaded)
+    any width in (0, 1] passes, and ``all`` stands for the EDSR default set.
+    """
+    from models.evaluation.evaluate import AUTO
     from models.widths import WIDTHS, check_width
+
+    def width_of(item: str) -> float:
+        value = _number(item, item)
+        if widths is not None:
+            return check_width(value, widths)
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"a width is a number in (0, 1], got {item!r}")
+        return value
 
     text = text.strip().lower()
     if text == "none":
         return []
     if text == "all":
-        return [*WIDTHS, AUTO]
+        return [*(widths or WIDTHS), AUTO]
     modes: list[WidthMode] = []
     for item in (part.strip() for part in text.split(",")):
-        mode: WidthMode = AUTO if item == AUTO else check_width(_number(item, item))
+        mode: WidthMode = AUTO if item == AUTO else width_of(item)
         if mode not in modes:
             modes.append(mode)
     return sorted(modes, key=lambda mode: math.inf if mode == AUTO else float(mode))
@@ -149,12 +161,12 @@ def run(args: argparse.Namespace) -> int:
         return _run_merge(args)
     import torch
 
-    from models.data import list_images
-    from models.evaluate import evaluate, scale_label
+    from models.evaluation.evaluate import evaluate, scale_label
+    from models.images import list_images
 
     try:
         scales = parse_scales(args.scales) + (parse_scale_pairs(args.scale_pairs) if args.scale_pairs else [])
-        modes = parse_width_modes(args.widths)
+        modes = parse_width_modes(args.widths)  # syntax now; the model's own widths once it is loaded
         flops_size = parse_size(args.flops_size)
         if args.max_images is not None and args.max_images < 1:
             raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
@@ -172,11 +184,16 @@ def run(args: argparse.Namespace) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
 
     model, weights = None, None
-    if modes:
+    if args.widths.strip().lower() != "none":
         loaded = _load_weights(args.weights, args.device)
         if loaded is None:
             return 2
         model, weights = loaded
+        try:
+            modes = parse_width_modes(args.widths, model.widths)
+        except ValueError as error:
+            print(f"anysr eval: {error}", file=sys.stderr)
+            return 2
 
     def progress(update: EvalProgress) -> None:
         score = update.score
@@ -269,7 +286,7 @@ def _report(
 ) -> None:
     """Markdown on stdout; with an output folder also eval.md, eval.json and the plot."""
     from cli.eval_report import build_record, render_markdown, write_plot
-    from models.evaluate import summarise
+    from models.evaluation.evaluate import summarise
 
     summary = summarise(scores)
     markdown = render_markdown(summary, scales, modes, model, flops_size, weights)

@@ -1,15 +1,14 @@
-"""``anysr info``: what the model is (spec, widths, scale groups, parameters per width) and what the weights file is.
+"""``anysr info``: what the model is (its parts, widths, scale groups, parameters per width) and what the weights file is.
 
 The weights file is validated exactly as loading would (:func:`models.checkpoint.read_checkpoint_info`),
-but no model is built from it: parameters per width come from a meta-device model (no memory) and the
-prefix regions each width reads (:func:`models.prefix.used_regions`). Without a weights file the
-command says so plainly and describes the default architecture; it exits 0 then, since nothing failed.
+but no model is built from it: everything per width comes from a meta-device model (no memory) that
+asks its parts (parameters each width reads, receptive radius). Without a weights file the command
+says so plainly and describes the default architecture; it exits 0 then, since nothing failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 
 from cli.common import DEFAULT_WEIGHTS, describe_group
 from models.spec import ModelSpec
-from models.widths import SCALE_GROUP_BOUNDS, SCALE_GROUP_GRIDS, WIDTHS, channels_at
+from models.widths import SCALE_GROUP_BOUNDS, SCALE_GROUP_GRIDS, group_width
 
-HELP = "model spec, widths and scale groups, parameters per width, and the weights file's facts"
+HELP = "the model's parts, widths and scale groups, parameters per width, and the weights file's facts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
 def info_report(weights: Path) -> dict[str, Any]:
     """Everything ``info`` shows, as a JSON-ready dict; raises ``CheckpointError`` for a broken file."""
+    import torch
+
+    from models.anysr import build_model
     from models.checkpoint import read_checkpoint_info
+    from models.prefix import parameters_used
 
     if weights.exists():
         checkpoint = read_checkpoint_info(weights)
@@ -57,44 +60,31 @@ def info_report(weights: Path) -> dict[str, Any]:
     else:
         spec = ModelSpec()
         weights_facts = None
-    parameters = parameters_per_width(spec)
+    with torch.device("meta"):
+        model = build_model(spec)
+    full = parameters_used(model, 1.0)
     widths = []
-    for width in spec.widths:
-        row: dict[str, Any] = {
-            "width": width,
-            "encoder_channels": channels_at(spec.n_feats, width),
-            "decoder_hidden": _decoder_hidden(spec, width),
-            "parameters": parameters[width],
-        }
-        if width in WIDTHS:
-            row["scale_group"] = describe_group(_group_scale(WIDTHS.index(width)))
+    for width in model.widths:
+        used = parameters_used(model, width)
+        row: dict[str, Any] = {"width": width, "parameters": used, "share_of_full": used / full}
+        groups = [index for index in range(len(SCALE_GROUP_BOUNDS) + 1) if group_width(index, model.widths) == width]
+        row["auto_for"] = [describe_group(_group_scale(index)) for index in groups]
         widths.append(row)
     return {
         "weights_path": str(weights),
         "weights": weights_facts,
-        "spec": dataclasses.asdict(spec),
+        "spec": model.spec.to_dict(),
+        "parts": {
+            "encoder": model.spec.encoder.name,
+            "decoder": model.spec.decoder.name,
+            "decoder_query_mode": model.query_mode,
+            "global_decoder": model.is_global,
+            "receptive_radius": model.receptive_radius,
+            "alignment": model.alignment,
+        },
         "widths": widths,
         "training_scale_grids": [list(grid) for grid in SCALE_GROUP_GRIDS],
     }
-
-
-def parameters_per_width(spec: ModelSpec) -> dict[float, int]:
-    """Parameters each width's subnet reads (its weight prefixes), counted on a meta-device model."""
-    import torch
-
-    from models.anysr import build_model
-    from models.prefix import used_regions
-
-    with torch.device("meta"):
-        model = build_model(spec)
-    named = dict(model.named_parameters())
-    counts = {}
-    for width in spec.widths:
-        regions = used_regions(model, width)
-        counts[width] = sum(
-            param[regions[name]].numel() if name in regions else param.numel() for name, param in named.items()
-        )
-    return counts
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -114,18 +104,20 @@ def format_report(report: dict[str, Any]) -> str:
             lines.extend(f"    {key}: {json.dumps(value)}" for key, value in sorted(training.items()))
         else:
             lines.append("  training:   (no training info recorded in the file)")
-    spec = report["spec"]
-    lines.append("spec: " + ", ".join(f"{key}={_plain(value)}" for key, value in spec.items()))
-    mode = "slim (width also slices the decoder MLP)" if spec["slim_decoder"] else "paper (decoder always full)"
-    lines.append(f"decoder mode: {mode}")
+    spec, parts = report["spec"], report["parts"]
+    for role in ("encoder", "decoder"):
+        args = ", ".join(f"{key}={_plain(value)}" for key, value in spec[role]["args"].items())
+        lines.append(f"{role}: {spec[role]['name']} ({args})")
+    tiling = "whole images only (global decoder)" if parts["global_decoder"] else "tiles"
+    lines.append(
+        f"receptive radius {parts['receptive_radius']} LR pixels, window alignment {parts['alignment']}, "
+        f"decoder trains on {parts['decoder_query_mode']}, served in {tiling}"
+    )
     lines.append("")
-    lines.append(f"{'width':>6}  {'channels':>8}  {'decoder hidden':>16}  {'parameters':>12}  auto for")
+    lines.append(f"{'width':>6}  {'parameters':>12}  {'share':>6}  auto for")
     for row in report["widths"]:
-        hidden = "/".join(str(size) for size in row["decoder_hidden"])
-        lines.append(
-            f"{row['width']:>6}  {row['encoder_channels']:>8}  {hidden:>16}  {row['parameters']:>12,}  "
-            f"{row.get('scale_group', '-')}"
-        )
+        groups = "; ".join(row["auto_for"]) or "-"
+        lines.append(f"{row['width']:>6}  {row['parameters']:>12,}  {row['share_of_full']:>6.1%}  {groups}")
     grids = ", ".join(
         f"S{index + 1} {grid[0]:g}-{grid[-1]:g}" for index, grid in enumerate(report["training_scale_grids"])
     )
@@ -138,14 +130,8 @@ def _group_scale(index: int) -> float:
     return SCALE_GROUP_BOUNDS[index] if index < len(SCALE_GROUP_BOUNDS) else SCALE_GROUP_BOUNDS[-1] + 1.0
 
 
-def _decoder_hidden(spec: ModelSpec, width: float) -> list[int]:
-    from models.liif import decoder_hidden_sizes
-
-    return decoder_hidden_sizes(spec, width)
-
-
 def _plain(value: Any) -> str:
-    """Spec values as typed on a command line: tuples/lists without spaces."""
+    """Argument values as typed on a command line: lists without spaces."""
     if isinstance(value, list | tuple):
         return "(" + ",".join(str(item) for item in value) + ")"
     return str(value)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 #: Subcommand name → module under ``cli``.
 SUBCOMMANDS: dict[str, str] = {
     "info": "cli.info",
+    "models": "cli.models",
     "flops": "cli.flops",
     "upscale": "cli.upscale",
     "serve": "cli.serve",

@@ -50,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", type=Path, metavar="OUT", help="output image; the extension picks the format")
     add_scale_arguments(parser)
     parser.add_argument(
-        "--width", type=parse_width, default=None, metavar="W", help="0.5, 0.7, 0.9, 1.0 or auto (default: auto)"
+        "--width",
+        type=parse_width,
+        default=None,
+        metavar="W",
+        help="one of the model's widths (EDSR-baseline: 0.5, 0.7, 0.9, 1.0) or auto (default: auto)",
     )
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help=f"weights file ({DEFAULT_WEIGHTS})")
     parser.add_argument(
@@ -103,8 +107,6 @@ def upscale_file(args: argparse.Namespace) -> list[str]:
             f"output {plan.out_h}x{plan.out_w} = {out_pixels:,} pixels exceeds --max-output-pixels "
             f"{args.max_output_pixels:,}"
         )
-    choice = choose_width(args.width, plan)
-
     import torch
 
     device = _device(args.device)
@@ -113,8 +115,7 @@ def upscale_file(args: argparse.Namespace) -> list[str]:
     load_start = time.perf_counter()
     model, weights_line, provenance = _load_model(args.weights, args.allow_untrained, device)
     load_s = time.perf_counter() - load_start
-    if choice.width not in model.spec.widths:
-        raise CliError(f"width {choice.width} is not one this model was built for: {model.spec.widths}")
+    choice = choose_width(args.width, plan, model.widths)
     compute_dtype = torch.bfloat16 if args.bf16 else torch.float32
 
     lr = torch.from_numpy(image.rgb).permute(2, 0, 1)[None].to(device)
@@ -126,7 +127,7 @@ def upscale_file(args: argparse.Namespace) -> list[str]:
 
     from models.flops import count_flops
 
-    flops = count_flops(model.spec, image.size, (plan.out_h, plan.out_w), choice.width)
+    flops = count_flops(model, image.size, (plan.out_h, plan.out_w), choice.width)
     count = torch.get_num_threads()
     threads = f", {count} thread{'s' if count != 1 else ''}" if device.type == "cpu" else ""
     lines = [
@@ -144,13 +145,12 @@ def upscale_file(args: argparse.Namespace) -> list[str]:
 
 
 def _device(name: str) -> torch.device:
-    import torch
+    from models.devices import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda was asked for, but no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as error:
+        raise CliError(f"--device: {error}") from None
 
 
 def _load_model(weights: Path, allow_untrained: bool, device: torch.device) -> tuple[AnySR, str, dict[str, str]]:

@@ -2,9 +2,14 @@
 
 Layout: the model's state dict as contiguous CPU tensors, plus string metadata
 
-- ``anysr.format``: ``"1"``, the version of this layout;
-- ``anysr.spec``: :meth:`ModelSpec.to_json`, enough to build the architecture;
+- ``anysr.format``: ``"2"``, the version of this layout;
+- ``anysr.spec``: :meth:`ModelSpec.to_json`, the nested ``{encoder, decoder}`` spec naming registered
+  parts with every argument, enough to build the architecture;
 - ``anysr.training``: JSON object describing how the weights were made (steps, data, losses, ...).
+
+Format 1 (before the registry) stored a flat EDSR-baseline + LIIF spec; such files are read by migrating
+that spec (:func:`models.spec.migrate_flat_spec`). Their tensors already have format 2's names, so
+the shipped weights load unchanged, byte for byte the same file.
 
 Nothing here uses pickle or ``torch.load``: a weights file is data, never code, so the server can load a file
 it did not write. Every way a file can be wrong (missing, truncated, not safetensors, bad metadata, tensors
@@ -34,11 +39,14 @@ from safetensors import SafetensorError
 from torch import nn
 
 from models.anysr import AnySR, build_model
-from models.sliced_layers import AnyScaleEnhancement
-from models.spec import ModelSpec
+from models.ase import AnyScaleEnhancement
+from models.registry import resolve_spec
+from models.spec import ModelSpec, migrate_flat_spec
 
-#: Version of the metadata layout this module writes and reads.
-FORMAT_VERSION = "1"
+#: Version of the metadata layout this module writes.
+FORMAT_VERSION = "2"
+#: Versions it reads (older ones are migrated on load).
+READABLE_VERSIONS = ("1", "2")
 FORMAT_KEY = "anysr.format"
 SPEC_KEY = "anysr.spec"
 TRAINING_KEY = "anysr.training"
@@ -140,7 +148,7 @@ def load_weights_into(path: str | os.PathLike[str], model: AnySR, *, allow_missi
 
     The trainer's stage 2 uses this with ``allow_missing_ase=True``: it builds the ASE model from the
     stage-1 file's spec with ``ase=True`` and loads the stage-1 weights; see :func:`load_state_into`.
-    Shapes must match exactly; spec fields that do not change shapes (``slim_decoder``, ``widths``) may
+    Shapes must match exactly; arguments that do not change shapes (LIIF's ``slim``, ``widths``) may
     differ on purpose, e.g. a paper-mode LIIF initialising a slim-decoder model.
     """
     info, tensors = _read(Path(path))
@@ -193,9 +201,11 @@ def _read(path: Path) -> tuple[CheckpointInfo, dict[str, torch.Tensor]]:
     version = metadata.get(FORMAT_KEY)
     if version is None:
         raise CheckpointError(f"{path}: not an AnySR checkpoint (no '{FORMAT_KEY}' metadata)")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {version!r}; this code reads {FORMAT_VERSION!r}")
-    spec = _parse_spec(path, metadata.get(SPEC_KEY))
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {version!r}; this code reads {', '.join(READABLE_VERSIONS)}"
+        )
+    spec = _parse_spec(path, metadata.get(SPEC_KEY), version)
     training = _parse_training(path, metadata.get(TRAINING_KEY))
 
     problems = _mismatches(tensors, _expected_shapes(path, spec))
@@ -224,11 +234,14 @@ def _header_metadata(data: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
-def _parse_spec(path: Path, text: str | None) -> ModelSpec:
+def _parse_spec(path: Path, text: str | None, version: str) -> ModelSpec:
+    """The file's spec, migrated to the nested form if the file is format 1, with every argument resolved."""
     if text is None:
         raise CheckpointError(f"{path}: no model spec ('{SPEC_KEY}' metadata is missing)")
     try:
-        return ModelSpec.from_json(text)
+        data = json.loads(text)
+        spec = migrate_flat_spec(data) if version == "1" else ModelSpec.from_dict(data)
+        return resolve_spec(spec)
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{path}: invalid model spec in '{SPEC_KEY}': {error}") from error
 

@@ -1,46 +1,65 @@
 """Which part of each shared parameter a width uses: the prefix Algorithm 1 may update.
 
-The trainer restores everything outside these regions after each optimiser step (Adam would
-otherwise keep moving unused weights on stale momentum), so "only the used prefix is updated"
-holds exactly, not just for the gradients.
+Each part declares its own regions (:meth:`models.parts.Encoder.used_regions`); this module asks the
+model and does the bookkeeping on top: counting a subnet's parameters, and the snapshot/restore the
+trainer runs around each narrow-width step. Adam would otherwise keep moving unused weights on stale
+momentum, so restoring everything outside the regions makes "only the used prefix is updated" hold
+exactly, not just for the gradients.
 """
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from models.anysr import AnySR
-from models.liif import decoder_hidden_sizes
-from models.sliced_layers import ase_input_size
-from models.widths import channels_at
+from models.parts import Box, Regions
 
-#: Parameter name → index into that tensor selecting the used region. Parameters not listed are
-#: used whole (or not at all, when the width's subnet never touches them: there are none here).
-PrefixRegions = dict[str, tuple[slice, ...]]
+#: A parameter, copies of it (and of its optimiser moments), and the boxes of it the width uses.
+Snapshot = list[tuple[nn.Parameter, list[torch.Tensor], tuple[Box, ...]]]
 
 
-def used_regions(model: AnySR, width: float) -> PrefixRegions:
-    """Regions of the sliced parameters that a forward pass at ``width`` reads."""
-    spec = model.spec
-    regions: PrefixRegions = {}
-    if width >= 1.0:
-        return regions
-    channels = channels_at(spec.n_feats, width)
-    ase_inputs = ase_input_size(channels, spec.ase_chunk, spec.interweave)
-    for index in range(spec.n_blocks):
-        prefix = f"encoder.blocks.{index}"
-        regions[f"{prefix}.conv1.weight"] = (slice(0, channels),)
-        regions[f"{prefix}.conv1.bias"] = (slice(0, channels),)
-        regions[f"{prefix}.conv2.weight"] = (slice(None), slice(0, channels))
-        if spec.ase:
-            regions[f"{prefix}.ase.fc1.weight"] = (slice(None), slice(0, ase_inputs))
-            regions[f"{prefix}.ase.fc2.weight"] = (slice(0, channels),)
-            regions[f"{prefix}.ase.fc2.bias"] = (slice(0, channels),)
-    if spec.slim_decoder:
-        sizes = decoder_hidden_sizes(spec, width)
-        in_sizes = [None, *sizes]
-        out_sizes = [*sizes, None]
-        for index, (size_in, size_out) in enumerate(zip(in_sizes, out_sizes)):
-            rows = slice(0, size_out) if size_out is not None else slice(None)
-            cols = slice(0, size_in) if size_in is not None else slice(None)
-            regions[f"decoder.mlp.layers.{index}.weight"] = (rows, cols)
-            regions[f"decoder.mlp.layers.{index}.bias"] = (rows,)
-    return regions
+def used_regions(model: AnySR, width: float) -> Regions:
+    """Regions of the sliced parameters that a forward pass at ``width`` reads (by state-dict name)."""
+    return model.used_regions(width)
+
+
+def parameters_used(model: AnySR, width: float) -> int:
+    """Scalars a subnet of ``width`` reads: every parameter, counting only its regions where it has some.
+
+    Works on a meta-device model (no memory): it only looks at shapes. Boxes are disjoint by contract.
+    """
+    regions = used_regions(model, width)
+    total = 0
+    for name, param in model.named_parameters():
+        if name in regions:
+            total += sum(param[box].numel() for box in regions[name])
+        else:
+            total += param.numel()
+    return total
+
+
+def snapshot_unused(model: AnySR, moments: dict[nn.Parameter, list[torch.Tensor]], width: float) -> Snapshot:
+    """Copies of every parameter the width leaves partly unused, with its optimiser ``moments``."""
+    regions = used_regions(model, width)
+    saved: Snapshot = []
+    for name, param in model.named_parameters():
+        if name in regions:
+            tensors = [param.detach(), *moments.get(param, [])]
+            saved.append((param, [tensor.clone() for tensor in tensors], regions[name]))
+    return saved
+
+
+def restore_unused(saved: Snapshot, moments: dict[nn.Parameter, list[torch.Tensor]]) -> None:
+    """Put back everything outside each used region, so only the prefix moved (Algorithm 1).
+
+    Slices only (no boolean masks): on CUDA a masked assignment synchronises the host on every
+    parameter, which would stall each narrow-width step.
+    """
+    for param, copies, boxes in saved:
+        live = [param.data, *moments.get(param, [])]
+        for target, copy in zip(live, copies):
+            updated = [target[box].clone() for box in boxes]
+            target.copy_(copy)
+            for box, values in zip(boxes, updated):
+                target[box] = values

@@ -21,7 +21,6 @@ import torch
 from fastapi import FastAPI
 
 from models.anysr import AnySR
-from models.spec import ModelSpec
 from server.batcher import Batcher, BatchLimits
 from server.codec import DecodeLimits
 from server.deps import RequestLimits
@@ -38,7 +37,6 @@ from server.scheduler import SchedulerPolicy, parse_policy
 from server.service import ModelInfo, ScaleLimits, TileConfig, UpscaleService
 from server.settings import Settings
 from server.throughput import ThroughputTracker
-from server.tiling import receptive_radius
 
 logger = logging.getLogger("anysr.server")
 
@@ -46,7 +44,7 @@ logger = logging.getLogger("anysr.server")
 class Runner(Protocol):
     """What the app needs from a model runner (``ModelRunner``, or a test double wrapping one)."""
 
-    spec: ModelSpec
+    model: AnySR
     device: torch.device
     precision: str
 
@@ -55,12 +53,29 @@ class Runner(Protocol):
     def warm_up(self, widths: tuple[float, ...], lr_size: int, scale: float = 2.0) -> dict[float, float]: ...
 
 
-def scheduler_policy(settings: Settings) -> SchedulerPolicy:
+def served_widths(settings: Settings, model_widths: tuple[float, ...]) -> tuple[float, ...]:
+    """The widths the scheduler may choose: ``settings.widths`` (each one of the model's), else all the model's."""
+    if settings.widths is None:
+        return model_widths
+    chosen = []
+    for width in settings.widths:
+        matches = [own for own in model_widths if abs(own - width) < 1e-9]
+        if not matches:
+            raise ValueError(f"served width {width} is not one of this model's widths {model_widths}")
+        chosen.append(matches[0])
+    return tuple(chosen)
+
+
+def scheduler_policy(settings: Settings, model_widths: tuple[float, ...]) -> SchedulerPolicy:
+    """The scheduler's policy for a model with ``model_widths`` (raises ``ValueError`` on a mismatch)."""
     mode, fixed = parse_policy(settings.policy)
+    if fixed is not None:
+        fixed = next((own for own in model_widths if abs(own - fixed) < 1e-9), fixed)
     return SchedulerPolicy(
         mode=mode,
         fixed_width=fixed,
-        widths=settings.widths,
+        widths=served_widths(settings, model_widths),
+        model_widths=model_widths,
         moderate_utilisation=settings.moderate_utilisation,
         heavy_utilisation=settings.heavy_utilisation,
         moderate_queue_s=settings.moderate_queue_s,
@@ -112,7 +127,7 @@ async def _build_runner(
 ) -> tuple[Runner, ModelInfo]:
     if runner is not None:
         return runner, model_info or ModelInfo(
-            spec=runner.spec, parameters=0, sha256=None, path="<injected>", untrained=False
+            spec=runner.model.spec, parameters=0, sha256=None, path="<injected>", untrained=False
         )
     if model is None:
         model, loaded_info = await asyncio.to_thread(load_model, settings.weights, settings.allow_untrained)
@@ -133,12 +148,13 @@ def create_app(
     settings = settings or Settings()
     metrics = ServerMetrics()
     lifecycle = Lifecycle(settings.max_requests_per_client)
-    policy = scheduler_policy(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served, info = await _build_runner(settings, model, runner, model_info)
-        halo = settings.tile_halo if settings.tile_halo is not None else receptive_radius(served.spec)
+        policy = scheduler_policy(settings, served.model.widths)
+        metrics.declare_widths(served.model.widths)
+        halo = settings.tile_halo if settings.tile_halo is not None else served.model.receptive_radius
         throughput = ThroughputTracker(settings.throughput_smoothing)
         rates = await asyncio.to_thread(served.warm_up, policy.widths, settings.warmup_size)
         for width, rate in rates.items():
@@ -156,11 +172,13 @@ def create_app(
         sampler.sample()
         sampler.start()
         app.state.service = UpscaleService(
-            spec=served.spec,
+            model=served.model,
             model_info=info,
             policy=policy,
-            scale_limits=ScaleLimits(settings.min_scale, settings.max_scale, settings.max_output_pixels),
-            tiles=TileConfig(settings.tile_size, halo),
+            scale_limits=ScaleLimits(
+                settings.min_scale, settings.max_scale, settings.max_output_pixels, settings.max_whole_image_pixels
+            ),
+            tiles=TileConfig(settings.tile_size, halo, served.model.alignment, served.model.is_global),
             batcher=batcher,
             sampler=sampler,
             throughput=throughput,
@@ -171,13 +189,13 @@ def create_app(
         lifecycle.mark_ready()
         metrics.ready.set(1)
         logger.info(
-            "ready: device %s, precision %s, policy %s, widths %s, tile %d + halo %d%s",
+            "ready: model %s, device %s, precision %s, policy %s, widths %s, %s%s",
+            served.model.spec.label,
             served.device,
             served.precision,
             settings.policy,
             policy.widths,
-            settings.tile_size,
-            halo,
+            "whole images (global decoder)" if served.model.is_global else f"tile {settings.tile_size} + halo {halo}",
             " [UNTRAINED MODEL]" if info.untrained else "",
         )
         try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.widths import WIDTHS, check_width
+from models.widths import check_width
 from server.errors import BadRequest
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -27,8 +28,8 @@ class Budget:
     flops: int | None = None
 
 
-def parse_budget(value: str | None) -> Budget:
-    """Parse ``X-AnySR-Budget`` (None or empty → no budget)."""
+def parse_budget(value: str | None, widths: Sequence[float]) -> Budget:
+    """Parse ``X-AnySR-Budget`` (None or empty → no budget); a forced width must be one of the model's ``widths``."""
     if value is None or not value.strip():
         return Budget()
     found: dict[str, str] = {}
@@ -46,10 +47,10 @@ def parse_budget(value: str | None) -> Budget:
     width = None
     if "width" in found:
         try:
-            width = check_width(float(found["width"]))
+            width = check_width(float(found["width"]), widths)
         except ValueError:
             raise BadRequest(
-                "invalid_budget", f"X-AnySR-Budget width must be one of {WIDTHS}, got {found['width']!r}"
+                "invalid_budget", f"X-AnySR-Budget width must be one of {tuple(widths)}, got {found['width']!r}"
             ) from None
     flops = None
     if "gflops" in found:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from models.widths import WIDTHS
+from models.widths import width_label as format_width
 from server.scheduler import REASONS
 
 #: Statuses the upscale route can answer with (499: the client went away before the answer).
@@ -27,14 +27,15 @@ _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
 def width_label(width: float) -> str:
-    """The label value of a width (``0.5``, ``0.7``, ``0.9``, ``1.0``)."""
-    return f"{width:.1f}"
+    """The label value of a width (``0.5``, ``0.7``, ``0.9``, ``1.0``): :func:`models.widths.width_label`."""
+    return format_width(width)
 
 
 class ServerMetrics:
     """All metrics of one app. Attributes are the prometheus_client objects; callers use them directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, widths: tuple[float, ...] = ()) -> None:
+        """``widths``: the model's, when known already (the app declares them once the model is loaded)."""
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.request_duration = Histogram(
@@ -126,16 +127,21 @@ class ServerMetrics:
         self.ready = Gauge(
             "anysr_ready", "1 when warmed up and accepting work, 0 while starting or draining.", registry=registry
         )
-        for width in WIDTHS:
+        for status in STATUSES:
+            self.requests.labels(status=status)
+        self.gpu_utilisation.set(float("nan"))
+        self.gpu_memory_free.set(float("nan"))
+        self.declare_widths(widths)
+
+    def declare_widths(self, widths: tuple[float, ...]) -> None:
+        """Create every per-width series at zero once the model (and so its width set) is known, so
+        dashboards and rates see all widths from the first scrape."""
+        for width in widths:
             label = width_label(width)
             for family in (self.request_duration, self.queue_wait, self.compute, self.flops, self.throughput):
                 family.labels(width=label)
             for reason in REASONS:
                 self.width_selected.labels(width=label, reason=reason)
-        for status in STATUSES:
-            self.requests.labels(status=status)
-        self.gpu_utilisation.set(float("nan"))
-        self.gpu_memory_free.set(float("nan"))
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""

@@ -49,7 +49,7 @@ def load_model(weights: Path, allow_untrained: bool) -> tuple[AnySR, ModelInfo]:
             untrained=False,
             training=dict(checkpoint.training),
         )
-        logger.info("loaded %s (sha256 %s, %d parameters)", weights, info.sha256, info.parameters)
+        logger.info("loaded %s: %s (sha256 %s, %d parameters)", weights, model.spec.label, info.sha256, info.parameters)
         return model, info
     if not allow_untrained:
         raise WeightsNotFound(weights)

@@ -1,31 +1,32 @@
 """A model on one device: runs batches of tile jobs and warms every width up.
 
 Called only from the batcher's inference thread (and once from the lifespan for warm-up), under
-``torch.inference_mode``. On CPU: fp32 by default (bf16 autocast on request) and channels_last
-weights and inputs (3×3 convolutions run ~1.7× faster). On CUDA: bf16 or fp16 autocast, pinned
-host buffers and non-blocking copies. The model keeps no per-call state, so nothing here locks.
+``torch.inference_mode``. The model does the work through its own inference API
+(:meth:`models.anysr.AnySR.grid_decoding`), the same one ``anysr upscale`` and evaluation use, so
+nothing here knows the architecture. On CPU: fp32 by default (bf16 on request) and channels_last
+weights and inputs (3×3 convolutions run ~1.7× faster). On CUDA: bf16 or fp16, pinned host buffers
+and non-blocking copies. The model keeps no per-call state, so nothing here locks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from models.anysr import AnySR
-from models.liif_grid import GridDecoder
+from models.devices import resolve_device
+from models.spec import ModelSpec
 from server.jobs import BatchKey, TileJob
 from server.tiling import Tile, crop_window, plan_tiles, tile_query
 
 logger = logging.getLogger("anysr.server.runner")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -40,18 +41,6 @@ class RunnerConfig:
     query_chunk: int = 65536
     #: torch intra-op threads (process-wide); None leaves torch's default.
     torch_threads: int | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → first CUDA device if available, else CPU; otherwise the named device, checked."""
-    if name == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
-    return device
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -79,21 +68,17 @@ class ModelRunner:
         self._channels_last = self.device.type == "cpu"
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
         self.model = model.eval().to(device=self.device, memory_format=memory_format)
-        self.spec = model.spec
+        self.compute_dtype = _DTYPES[self.precision]
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
 
     def _apply_thread_count(self) -> None:
         """Apply ``torch_threads`` in the calling thread once (OpenMP keeps the setting per thread)."""
         if self.config.torch_threads is not None and not getattr(self._configured_threads, "done", False):
             torch.set_num_threads(self.config.torch_threads)
             self._configured_threads.done = True
-
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        if self.precision == "fp32":
-            yield
-            return
-        with torch.autocast(self.device.type, dtype=_DTYPES[self.precision]):
-            yield
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -123,14 +108,13 @@ class ModelRunner:
         xs = self._to_device(torch.stack([job.coord_x for job in jobs]))
         out = torch.empty((batch, queries, 3), dtype=torch.uint8 if quantise else torch.float32, device=self.device)
         step = max(1, self.config.query_chunk // batch)
-        with torch.inference_mode(), self._autocast():
-            prepared = self.model.prepare(lr, key.width, scale)
-            # A tile's queries form a grid, so the separable grid decoder runs exactly the MACs that
-            # models.flops counts (and the FLOPs header reports), with less per-query work than query().
-            grid = GridDecoder(self.model.decoder, prepared, ys, xs, cell, key.width)
+        with torch.inference_mode():
+            # A tile's queries form a grid: the model's grid decoding runs exactly the MACs that
+            # models.flops counts (and the FLOPs header reports).
+            grid = self.model.grid_decoding(lr, key.width, scale, ys, xs, cell, compute_dtype=self.compute_dtype)
             for start in range(0, queries, step):
                 stop = min(start + step, queries)
-                rgb = grid.decode(start, stop).mul_(0.5).add_(0.5).transpose(1, 2)
+                rgb = grid.decode(start, stop).transpose(1, 2)
                 if quantise:
                     rgb = rgb.clamp_(0, 1).mul_(255).round_()
                 out[:, start:stop] = rgb
@@ -162,7 +146,7 @@ class ModelRunner:
         ys, xs, cell = tile_query(plan, tile)
         rates = {}
         for width in widths:
-            flops = plan.flops(self.spec, width)
+            flops = plan.flops(self.model, width)
             seconds = 0.0
             for _ in range(2):
                 job = TileJob(

@@ -95,8 +95,10 @@ class SchedulerPolicy:
 
     mode: PolicyMode = "adaptive"
     fixed_width: float | None = None
-    #: Widths this server may choose, narrowest first (a subset of ``WIDTHS``).
+    #: Widths this server may choose, narrowest first (a subset of the model's).
     widths: tuple[float, ...] = WIDTHS
+    #: The model's whole width set, narrowest first: the scale groups map onto it (the paper's †).
+    model_widths: tuple[float, ...] = WIDTHS
     moderate_utilisation: float | None = 0.6
     heavy_utilisation: float | None = 0.9
     #: Predicted seconds of queued work at which the load counts as moderate / heavy.
@@ -114,11 +116,11 @@ class SchedulerPolicy:
         if not self.widths:
             raise ValueError("policy needs at least one width")
         for width in self.widths:
-            check_width(width)
+            check_width(width, self.model_widths)
         if tuple(sorted(set(self.widths))) != self.widths:
             raise ValueError(f"policy widths must be unique and sorted ascending, got {self.widths}")
         if self.mode == "fixed":
-            if self.fixed_width is None or check_width(self.fixed_width) not in self.widths:
+            if self.fixed_width is None or all(abs(self.fixed_width - w) > 1e-9 for w in self.widths):
                 raise ValueError(f"fixed policy width must be one of {self.widths}, got {self.fixed_width}")
         if not 0.0 <= self.hysteresis < 1.0:
             raise ValueError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
@@ -187,9 +189,13 @@ def parse_policy(text: str) -> tuple[PolicyMode, float | None]:
         try:
             width = float(raw)
         except ValueError:
-            raise ValueError(f"fixed policy width must be a number in {WIDTHS}, got {raw!r}") from None
-        return "fixed", check_width(width)
-    raise ValueError(f"policy must be 'adaptive', 'scale-groups' or 'fixed:W' with W in {WIDTHS}, got {text!r}")
+            width = math.nan
+        if not 0.0 < width <= 1.0:
+            raise ValueError(f"fixed policy width must be a number in (0, 1], one of the model's widths, got {raw!r}")
+        return "fixed", width
+    raise ValueError(
+        f"policy must be 'adaptive', 'scale-groups' or 'fixed:W' (W one of the model's widths), got {text!r}"
+    )
 
 
 def queued_work_s(load: LoadSnapshot) -> float:
@@ -271,7 +277,7 @@ def policy_width(scale: float, level: int, heavy_reason: str, policy: SchedulerP
     if policy.mode == "fixed":
         assert policy.fixed_width is not None
         return policy.fixed_width, "fixed"
-    group_width = _snap_down(width_for_scale(scale), policy.widths)
+    group_width = _snap_down(width_for_scale(scale, widths=policy.model_widths), policy.widths)
     if policy.mode == "scale-groups":
         return group_width, "scale_group"
     if level == IDLE:
@@ -310,7 +316,7 @@ def choose_width(
     scale = max(req.scale_h, req.scale_w)
 
     if req.forced_width is not None:
-        width = check_width(req.forced_width)
+        width = check_width(req.forced_width, policy.model_widths)
         if width not in policy.widths:
             raise ValueError(f"forced width must be one of the served widths {policy.widths}, got {width}")
         candidates = [width]

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from models.anysr import AnySR
+from models.geometry import output_size
 from models.spec import ModelSpec
 from server.batcher import Batcher, BatcherClosed, QueueFull
 from server.codec import DecodedImage
@@ -60,14 +62,20 @@ class ScaleLimits:
     min_scale: float = 1.0
     max_scale: float = 8.0
     max_output_pixels: int = 4096 * 4096
+    #: Output cap of a model that runs whole-image (a global decoder): it cannot be tiled.
+    max_whole_image_pixels: int = 2048 * 2048
 
 
 @dataclass(frozen=True)
 class TileConfig:
-    """LR tile side and halo (overlap per side)."""
+    """How requests are cut: LR tile side, halo (overlap per side), window alignment, or not at all."""
 
     tile_size: int
     halo: int
+    #: Window starts are multiples of this (the model's alignment).
+    alignment: int = 1
+    #: Run every request as one whole-image tile (a model whose decoder is global).
+    whole_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ class UpscaleService:
 
     def __init__(
         self,
-        spec: ModelSpec,
+        model: AnySR,
         model_info: ModelInfo,
         policy: SchedulerPolicy,
         scale_limits: ScaleLimits,
@@ -131,7 +139,7 @@ class UpscaleService:
         device: str = "cpu",
         precision: str = "fp32",
     ) -> None:
-        self.spec = spec
+        self.model = model
         self.device = device
         self.precision = precision
         self.model_info = model_info
@@ -144,6 +152,10 @@ class UpscaleService:
         self.metrics = metrics
         self._previous: WidthDecision | None = None
 
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
+
     # -- validate --------------------------------------------------------------------------------
 
     def output_size(self, lr_size: tuple[int, int], scale_h: float, scale_w: float) -> tuple[int, int]:
@@ -155,23 +167,32 @@ class UpscaleService:
                     "scale_out_of_range",
                     f"{name} must be greater than {limits.min_scale} and at most {limits.max_scale}, got {value}",
                 )
-        out = (max(1, round(lr_size[0] * scale_h)), max(1, round(lr_size[1] * scale_w)))
+        out = output_size(lr_size, (scale_h, scale_w))
         if out[0] * out[1] > limits.max_output_pixels:
             raise Unprocessable(
                 "output_too_large",
                 f"output would be {out[1]}x{out[0]} = {out[0] * out[1]} pixels; at most "
                 f"{limits.max_output_pixels} are allowed (lower the scale or send a smaller image)",
             )
+        if self.tiles.whole_image and out[0] * out[1] > limits.max_whole_image_pixels:
+            raise Unprocessable(
+                "output_too_large",
+                f"output would be {out[1]}x{out[0]} = {out[0] * out[1]} pixels; this model's decoder is global "
+                f"(it runs whole images, not tiles), so at most {limits.max_whole_image_pixels} are allowed",
+            )
         return out
 
     # -- plan ------------------------------------------------------------------------------------
 
     def plan(self, lr_size: tuple[int, int], out_size: tuple[int, int]) -> TilePlan:
-        return plan_tiles(lr_size, out_size, self.tiles.tile_size, self.tiles.halo)
+        tiles = self.tiles
+        if tiles.whole_image:
+            return plan_tiles(lr_size, out_size, max(lr_size), 0)
+        return plan_tiles(lr_size, out_size, tiles.tile_size, tiles.halo, tiles.alignment)
 
     def flops_table(self, plan: TilePlan) -> dict[float, int]:
         """FLOPs the plan would run at each served width."""
-        return {width: plan.flops(self.spec, width) for width in self.policy.widths}
+        return {width: plan.flops(self.model, width) for width in self.policy.widths}
 
     # -- decide ----------------------------------------------------------------------------------
 
@@ -203,7 +224,7 @@ class UpscaleService:
         canvas = new_canvas(plan)
         scale = (plan.out_size[0] / plan.lr_size[0], plan.out_size[1] / plan.lr_size[1])
         key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
-        tile_flops = plan.tile_flops(self.spec, width)
+        tile_flops = plan.tile_flops(self.model, width)
         jobs, futures = [], []
         for tile in plan.tiles():
             coord_y, coord_x, cell = tile_query(plan, tile)

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.widths import WIDTHS, check_width
 from server.codec import PILLOW_FORMATS
 from server.scheduler import parse_policy
 
@@ -53,8 +52,10 @@ class Settings(BaseSettings):
         "auto", description="auto = fp32 on CPU, bf16 on CUDA; fp16 only on CUDA."
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (none = torch default).")
-    widths: Annotated[tuple[float, ...], NoDecode] = Field(
-        WIDTHS, description="Widths the scheduler may choose, comma-separated, from 0.5, 0.7, 0.9, 1.0."
+    widths: Annotated[tuple[float, ...] | None, NoDecode] = Field(
+        None,
+        description="Widths the scheduler may choose, comma-separated, from the model's own (EDSR-baseline: "
+        "0.5, 0.7, 0.9, 1.0; RDN: 0.7, 0.8, 0.9, 1.0); none = all of the model's.",
     )
 
     # -- scheduler -------------------------------------------------------------------------------
@@ -102,6 +103,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 << 20, ge=1, description="Largest request body.")
     max_input_pixels: int = Field(2048 * 2048, ge=1, description="Largest input image (h·w).")
     max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output image (H·W).")
+    max_whole_image_pixels: int = Field(
+        2048 * 2048,
+        ge=1,
+        description="Largest output (H·W) of a model whose decoder is global (e.g. SRNO's attention over the "
+        "whole output): such a model runs every request as one whole-image tile, so this bounds its time.",
+    )
     min_scale: float = Field(1.0, ge=1.0, description="Scales must be greater than this.")
     max_scale: float = Field(8.0, gt=1.0, le=64.0, description="Scales must be at most this.")
     input_formats: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -126,10 +133,14 @@ class Settings(BaseSettings):
 
     @field_validator("widths")
     @classmethod
-    def _check_widths(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+    def _check_widths(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is None:
+            return None
         if not value:
-            raise ValueError(f"widths needs at least one of {WIDTHS}")
-        return tuple(sorted({check_width(width) for width in value}))
+            raise ValueError("widths needs at least one of the model's widths (or leave it unset for all)")
+        if any(not 0.0 < width <= 1.0 for width in value):
+            raise ValueError(f"widths must be numbers in (0, 1], got {list(value)}")
+        return tuple(sorted(set(value)))
 
     @field_validator("input_formats", "output_formats", mode="before")
     @classmethod
@@ -182,7 +193,7 @@ class Settings(BaseSettings):
         if self.max_scale <= self.min_scale:
             raise ValueError(f"max_scale ({self.max_scale}) must be greater than min_scale ({self.min_scale})")
         mode, fixed = parse_policy(self.policy)
-        if mode == "fixed" and fixed not in self.widths:
+        if mode == "fixed" and self.widths is not None and fixed not in self.widths:
             raise ValueError(f"policy {self.policy!r} uses a width outside the served widths {self.widths}")
         if self.max_output_pixels < self.max_input_pixels:
             raise ValueError(

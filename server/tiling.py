@@ -6,11 +6,14 @@ cut into the fewest equal runs whose LR footprint is at most ``tile_size`` LR pi
 an LR window that adds ``halo`` pixels on both sides and is shifted inwards at the image border (so
 it never leaves the image and border padding matches the whole-image pass). The last run is shifted
 inwards too, overlapping its neighbour by less than one pixel per run, so all runs have one length.
+With ``alignment`` a > 1 (a model that pools 2×2, say) every window starts at a multiple of a, so
+its pooling grid is the whole image's.
 
-Exactness: with ``halo >= receptive_radius(spec)`` every output pixel sees exactly the LR pixels it
-sees in the whole-image pass, so without ASE the result equals whole-image inference up to float
-rounding. ASE pools each block's features over its whole input, so with ASE on, a tile's gates
-differ slightly from the whole image's; docs/serving.md states the measured tolerance.
+Exactness: with ``halo >= model.receptive_radius`` (which the model computes from its parts) every
+output pixel sees exactly the LR pixels it sees in the whole-image pass, so without ASE the result
+equals whole-image inference up to float rounding. ASE pools each block's features over its whole
+input, so with ASE on, a tile's gates differ slightly from the whole image's; docs/serving.md states
+the measured tolerance. A model whose decoder is global (``model.is_global``) is not tiled at all.
 
 Also here: the query coordinates of a tile (in the tile's own [-1, 1] frame) and stitching.
 """
@@ -23,17 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.anysr import AnySR
 from models.flops import count_flops
-from models.spec import ModelSpec
-
-
-def receptive_radius(spec: ModelSpec) -> int:
-    """LR pixels each side an output pixel depends on, counted from the LR cell it falls in.
-
-    The encoder stacks 2 + 2·n_blocks 3×3 convolutions (head, two per block, tail): one pixel each.
-    The decoder's 3×3 projection adds one, and the local ensemble reads the neighbouring cell: one more.
-    """
-    return 2 + 2 * spec.n_blocks + 1 + 1
 
 
 @dataclass(frozen=True)
@@ -57,23 +51,29 @@ def window_length(out_length: int, lr_size: int, out_size: int, halo: int) -> in
     return ((out_length - 1) * lr_size) // out_size + 2 * halo + 2
 
 
-def plan_axis(lr_size: int, out_size: int, tile_size: int, halo: int) -> AxisPlan:
+def plan_axis(lr_size: int, out_size: int, tile_size: int, halo: int, alignment: int = 1) -> AxisPlan:
     """Split one axis. A single span (the whole axis) when one window would cover it anyway."""
+    whole = AxisPlan(lr_size, out_size, (0,), lr_size, (0,), out_size)
     # Integer arithmetic throughout: output pixel j sits at LR position (j + 0.5)·n/N, whose floor is
     # ((2j + 1)·n) // (2N) exactly, so no float rounding can move a window by a pixel.
     longest = max(1, (tile_size * out_size) // lr_size)
-    if longest >= out_size or window_length(longest, lr_size, out_size, halo) >= lr_size:
-        return AxisPlan(lr_size, out_size, (0,), lr_size, (0,), out_size)
+    if longest >= out_size or window_length(longest, lr_size, out_size, halo) + alignment - 1 >= lr_size:
+        return whole
     # As few runs as the tile size allows, of equal length: an image just over one tile becomes two
     # smaller tiles rather than one full tile plus an almost entirely overlapping second one.
     count = math.ceil(out_size / longest)
     out_length = math.ceil(out_size / count)
-    lr_length = window_length(out_length, lr_size, out_size, halo)
+    # Aligned windows start up to alignment - 1 pixels early, so they are that much longer; and their
+    # length leaves lr_size - length a multiple of the alignment, so the last window starts aligned too.
+    lr_length = window_length(out_length, lr_size, out_size, halo) + alignment - 1
+    lr_length += (lr_size - lr_length) % alignment
+    if lr_length >= lr_size:
+        return whole
     out_starts = [index * out_length for index in range(count - 1)] + [out_size - out_length]
     lr_starts = []
     for start in out_starts:
-        needed = ((2 * start + 1) * lr_size) // (2 * out_size) - halo
-        lr_starts.append(min(max(needed, 0), lr_size - lr_length))
+        needed = max(((2 * start + 1) * lr_size) // (2 * out_size) - halo, 0)
+        lr_starts.append(min(needed - needed % alignment, lr_size - lr_length))
     return AxisPlan(lr_size, out_size, tuple(lr_starts), lr_length, tuple(out_starts), out_length)
 
 
@@ -126,25 +126,39 @@ class TilePlan:
             for lr_left, out_left in zip(self.cols.lr_starts, self.cols.out_starts)
         ]
 
-    def tile_flops(self, spec: ModelSpec, width: float) -> int:
+    def tile_flops(self, model: AnySR, width: float) -> int:
         """FLOPs of one tile at ``width`` (every tile of a plan costs the same)."""
-        return count_flops(spec, self.lr_tile_shape, self.out_tile_shape, width).total
+        return count_flops(model, self.lr_tile_shape, self.out_tile_shape, width).total
 
-    def flops(self, spec: ModelSpec, width: float) -> int:
+    def flops(self, model: AnySR, width: float) -> int:
         """FLOPs this plan actually runs at ``width``: halos and overlapping runs included."""
-        return self.count * self.tile_flops(spec, width)
+        return self.count * self.tile_flops(model, width)
 
 
-def plan_tiles(lr_size: tuple[int, int], out_size: tuple[int, int], tile_size: int, halo: int) -> TilePlan:
-    """Plan an upscale of ``lr_size`` (h, w) to ``out_size`` (H, W) with LR tiles of ``tile_size`` plus ``halo``."""
-    if tile_size < 1 or halo < 0:
-        raise ValueError(f"tile_size must be >= 1 and halo >= 0, got {tile_size} and {halo}")
+def plan_tiles(
+    lr_size: tuple[int, int], out_size: tuple[int, int], tile_size: int, halo: int, alignment: int = 1
+) -> TilePlan:
+    """Plan an upscale of ``lr_size`` (h, w) to ``out_size`` (H, W) with LR tiles of ``tile_size`` plus
+    ``halo``, windows starting at multiples of ``alignment``."""
+    if tile_size < 1 or halo < 0 or alignment < 1:
+        raise ValueError(f"tile_size and alignment must be >= 1 and halo >= 0, got {tile_size}, {alignment}, {halo}")
     if min(lr_size) < 1 or min(out_size) < 1:
         raise ValueError(f"sizes must be positive, got lr {lr_size} and out {out_size}")
     return TilePlan(
-        rows=plan_axis(lr_size[0], out_size[0], tile_size, halo),
-        cols=plan_axis(lr_size[1], out_size[1], tile_size, halo),
+        rows=plan_axis(lr_size[0], out_size[0], tile_size, halo, alignment),
+        cols=plan_axis(lr_size[1], out_size[1], tile_size, halo, alignment),
     )
+
+
+def plan_for_model(
+    model: AnySR, lr_size: tuple[int, int], out_size: tuple[int, int], tile_size: int, halo: int | None = None
+) -> TilePlan:
+    """The plan the model's parts allow: whole-image for a global model, else tiles with its alignment and
+    (by default) a halo of its receptive radius, which makes the tiles exact."""
+    if model.is_global:
+        return plan_tiles(lr_size, out_size, tile_size=max(lr_size), halo=0)
+    radius = model.receptive_radius if halo is None else halo
+    return plan_tiles(lr_size, out_size, tile_size, radius, model.alignment)
 
 
 def axis_coords(axis: AxisPlan, lr_start: int, out_start: int) -> torch.Tensor:

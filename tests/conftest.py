@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models import TINY_SPEC, AnySR, ModelSpec, build_model
+from models.ase import AnyScaleEnhancement
 
 # Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine the thread hand-off costs
 # ~10x the work itself; one thread also fixes the reduction order, so results repeat exactly.
@@ -37,10 +38,10 @@ def tiny_model_factory() -> TinyModelFactory:
             torch.manual_seed(seed)
             model = build_model(spec)
             with torch.no_grad():
-                for block in model.encoder.blocks:
-                    if block.ase is not None:
-                        block.ase.fc2.weight.normal_(0.0, 0.2)
-                        block.ase.fc2.bias.normal_(0.0, 0.2)
+                for module in model.modules():
+                    if isinstance(module, AnyScaleEnhancement):
+                        module.fc2.weight.normal_(0.0, 0.2)
+                        module.fc2.bias.normal_(0.0, 0.2)
         return model.eval()
 
     return make

@@ -7,7 +7,6 @@ No timing is asserted: the numbers depend on the machine; their structure and ar
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -94,7 +93,7 @@ def test_reference_record_shows_the_same_image_and_a_speedup(quick_run):
 def test_batching_record_throughput_arithmetic(quick_run):
     record = load(quick_run[0], "batching")
     config, results = record["config"], record["results"]
-    assert config["halo"] == 2 + 2 * TINY_SPEC.n_blocks + 2 and config["call"].endswith("run_batch")
+    assert config["halo"] == 2 + 2 * TINY_SPEC.encoder.args["n_blocks"] + 2 and config["call"].endswith("run_batch")
     rows = results["rows"]
     assert [row["batch"] for row in rows] == [1, 2, 4]
     assert rows[0]["gain_vs_batch_1"] == 1.0
@@ -145,7 +144,7 @@ def test_server_sections_render_from_summaries():
         "source": None,
         "device": "cpu",
         "precision": "fp32",
-        "spec": dataclasses.asdict(TINY_SPEC),
+        "spec": TINY_SPEC.to_dict(),
         "tiling": {"tile_size": 16, "halo": 8},
     }
     buffers = buffer_sizes(model, 40, (160, 160), 0.5, png_bytes=1000, response_bytes=5000)

@@ -58,6 +58,11 @@ def random_pixels(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
+def meta_model(spec: ModelSpec) -> AnySR:
+    with torch.device("meta"):
+        return build_model(spec)
+
+
 def expected_rgb(model: AnySR, pixels: np.ndarray, out_size: tuple[int, int], width: float, scale: tuple) -> np.ndarray:
     """What the CLI must write: the model's output quantised to uint8, (H, W, 3)."""
     lr = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
@@ -75,7 +80,7 @@ def test_flops_table_lists_every_width_and_marks_the_auto_one(capsys: pytest.Cap
     rows = {float(line.split()[0]): line for line in lines[2:]}
     assert sorted(rows) == list(WIDTHS)
     assert "auto" in rows[0.7] and all("auto" not in rows[w] for w in WIDTHS if w != 0.7)
-    total = count_flops(ModelSpec(), (64, 48), (147, 110), 0.5).total
+    total = count_flops(meta_model(ModelSpec()), (64, 48), (147, 110), 0.5).total
     assert rows[0.5].split()[3] == gflops(total)
 
 
@@ -85,9 +90,9 @@ def test_flops_json_matches_the_flops_model_for_non_square_paper_mode(capsys: py
     report = json.loads(capsys.readouterr().out)
     assert report["out_size"] == [52, 135] and report["scale"] == [1.3, 2.7]
     assert report["auto_width"] == 0.9  # max(1.3, 2.7) is in (2.55, 3.25]
-    spec = ModelSpec(slim_decoder=False)
+    spec = ModelSpec().replace_args(decoder={"slim": False})
     for row in report["widths"]:
-        counted = count_flops(spec, (40, 50), (52, 135), row["width"])
+        counted = count_flops(meta_model(spec), (40, 50), (52, 135), row["width"])
         assert (row["encoder_flops"], row["decoder_flops"], row["total_flops"]) == (
             counted.encoder,
             counted.decoder,
@@ -149,7 +154,14 @@ def test_info_without_weights_says_so_and_describes_the_default_model(
     parameters = [row["parameters"] for row in report["widths"]]
     assert parameters == sorted(parameters) and len(set(parameters)) == len(WIDTHS)
     assert parameters[-1] == sum(p.numel() for p in build_model(ModelSpec()).parameters())
-    assert [row["decoder_hidden"][0] for row in report["widths"]] == [128, 179, 230, 256]
+    assert [row["auto_for"] for row in report["widths"]] == [
+        ["scale group S1 (<= 1.75)"],
+        ["scale group S2 (1.75, 2.55]"],
+        ["scale group S3 (2.55, 3.25]"],
+        ["scale group S4 (> 3.25)"],
+    ]
+    assert report["parts"]["encoder"] == "edsr-baseline" and report["parts"]["decoder"] == "liif"
+    assert report["parts"]["receptive_radius"] == 36 and report["parts"]["global_decoder"] is False
 
 
 def test_info_reports_the_checkpoint_facts(capsys: pytest.CaptureFixture[str], checkpoint: Path) -> None:
@@ -158,7 +170,7 @@ def test_info_reports_the_checkpoint_facts(capsys: pytest.CaptureFixture[str], c
     facts = report["weights"]
     assert facts["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert facts["training"] == TRAINING and facts["dtype"] == "float32"
-    assert report["spec"]["n_feats"] == TINY_SPEC.n_feats
+    assert report["spec"]["encoder"]["args"]["n_feats"] == TINY_SPEC.encoder.args["n_feats"]
     by_width = {row["width"]: row["parameters"] for row in report["widths"]}
     assert by_width[1.0] == facts["parameters"]
     # TINY_SPEC at 0.5 (k = 8 of 16 channels, decoder 16/16), counted by hand: head 3·16·9+16 = 448;
@@ -205,7 +217,7 @@ def test_upscale_writes_the_models_output_and_reports_width_flops_time(
     np.testing.assert_array_equal(written, expected_rgb(tiny, pixels, (12, 14), 0.7, (2.0, 2.0)))
     assert f"wrote {target} (12x14 PNG) from {source} (6x7 RGB), scale 2 x 2" in out
     assert "width 0.7 (auto: scale 2 is in scale group S2 (1.75, 2.55])" in out
-    flops = count_flops(TINY_SPEC, (6, 7), (12, 14), 0.7)
+    flops = count_flops(tiny, (6, 7), (12, 14), 0.7)
     assert f"FLOPs {gflops(flops.total)} G" in out and "s inference on cpu" in out
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] in out
     assert text["AnySR-Weights"] == "sha256:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -221,8 +233,9 @@ def test_upscale_forced_width_and_non_square_scale(
     assert main([*argv, "--weights", str(checkpoint)]) == 0
     assert "width 0.5 (forced by --width)" in capsys.readouterr().out
     written, _, _ = read_png(target)
-    assert written.shape == (7, 16, 3)  # round(5 · 1.3) = 7 (6.5 rounds up), round(6 · 2.7) = 16
-    np.testing.assert_array_equal(written, expected_rgb(tiny, pixels, (7, 16), 0.5, (1.3, 2.7)))
+    # The server's and evaluation's rule (models.geometry): round(5 · 1.3) = round(6.5) = 6, ties to even.
+    assert written.shape == (6, 16, 3)
+    np.testing.assert_array_equal(written, expected_rgb(tiny, pixels, (6, 16), 0.5, (1.3, 2.7)))
 
 
 def test_upscale_keeps_alpha_where_the_format_can_and_drops_it_with_a_note(
@@ -336,4 +349,4 @@ def test_upscale_cuda_without_a_gpu_is_a_clear_error(
     source = write_png(tmp_path / "in.png", random_pixels(4, 4, 3))
     argv = ["upscale", str(source), str(tmp_path / "o.png"), "--scale", "2", "--weights", str(checkpoint)]
     assert main([*argv, "--device", "cuda"]) == 2
-    assert "no CUDA device is available" in capsys.readouterr().err
+    assert "'cuda' requested but CUDA is not available" in capsys.readouterr().err

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from models.flops import count_flops
-from models.widths import SCALE_GROUP_BOUNDS, WIDTHS
+from models.widths import SCALE_GROUP_BOUNDS, group_width
 from server.deps import ServiceDep
 from server.errors import BadRequest
 from server.metrics import width_label
@@ -39,28 +38,37 @@ async def describe_model(
     out_size = service.output_size(lr_size, scale, scale)
     plan = service.plan(lr_size, out_size)
     info = service.model_info
-    group_widths = [{"max_scale": bound, "width": width} for bound, width in zip(SCALE_GROUP_BOUNDS, WIDTHS)]
-    group_widths.append({"max_scale": None, "width": WIDTHS[len(SCALE_GROUP_BOUNDS)]})
+    model = service.model
+    bounds: list[float | None] = [*SCALE_GROUP_BOUNDS, None]
+    group_widths = [
+        {"max_scale": bound, "width": group_width(index, model.widths)} for index, bound in enumerate(bounds)
+    ]
     per_width = {}
     for width in service.policy.widths:
-        breakdown = count_flops(service.spec, lr_size, out_size, width)
+        breakdown = count_flops(model, lr_size, out_size, width)
         per_width[width_label(width)] = {
-            "flops": plan.flops(service.spec, width),
+            "flops": plan.flops(model, width),
             "flops_whole_image": breakdown.total,
             "encoder_flops_whole_image": breakdown.encoder,
             "decoder_flops_whole_image": breakdown.decoder,
         }
     rates = service.throughput.flops_per_s()
     return {
-        "name": "anysr-edsr-liif",
+        "name": f"anysr-{info.spec.encoder.name}-{info.spec.decoder.name}",
+        "parts": {
+            "encoder": info.spec.encoder.name,
+            "decoder": info.spec.decoder.name,
+            "global_decoder": model.is_global,
+            "receptive_radius": model.receptive_radius,
+        },
         "untrained": info.untrained,
         "warning": UNTRAINED_WARNING if info.untrained else None,
         "source": info.path,
         "sha256": info.sha256,
         "parameters": info.parameters,
-        "spec": dataclasses.asdict(info.spec),
+        "spec": info.spec.to_dict(),
         "training": info.training,
-        "widths": list(WIDTHS),
+        "widths": list(model.widths),
         "served_widths": list(service.policy.widths),
         "scale_groups": group_widths,
         "scale_range": {"min_exclusive": service.scale_limits.min_scale, "max": service.scale_limits.max_scale},
@@ -70,7 +78,12 @@ async def describe_model(
         },
         "device": service.device,
         "precision": service.precision,
-        "tiling": {"tile_size": service.tiles.tile_size, "halo": service.tiles.halo},
+        "tiling": {
+            "whole_image": service.tiles.whole_image,
+            "tile_size": service.tiles.tile_size,
+            "halo": service.tiles.halo,
+            "alignment": service.tiles.alignment,
+        },
         "throughput_flops_per_s": {width_label(width): rate for width, rate in sorted(rates.items())},
         "flops": {
             "input_size": list(lr_size),

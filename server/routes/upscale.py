@@ -31,6 +31,7 @@ from server.codec import (
 from server.deps import LifecycleDep, LimitsDep, RequestLimits, ServiceDep
 from server.errors import BadRequest, UnsupportedMediaType
 from server.headers import parse_budget, parse_deadline_s, server_timing
+from server.metrics import width_label
 from server.scheduler import WidthRequest
 from server.service import wait_for_tiles
 
@@ -119,7 +120,7 @@ async def upscale(
 ) -> Response:
     started = time.perf_counter()
     request_id: str = request.state.request_id
-    budget = parse_budget(x_anysr_budget)
+    budget = parse_budget(x_anysr_budget, service.model.widths)
     deadline_s = parse_deadline_s(x_anysr_deadline_ms)
     scale_h, scale_w = resolve_scales(scale, scale_h, scale_w)
     output_format = output_format.strip().lower()
@@ -158,7 +159,7 @@ async def upscale(
     total_s = time.perf_counter() - started
     service.record_success(decision.width, total_s, outcome)
     headers = {
-        "X-AnySR-Width": f"{decision.width:.1f}",
+        "X-AnySR-Width": width_label(decision.width),
         "X-AnySR-FLOPs": str(decision.flops),
         "X-AnySR-Reason": decision.reason,
         "X-AnySR-Tiles": str(plan.count),
@@ -168,7 +169,7 @@ async def upscale(
     }
     if not wants_json(accept):
         return Response(encoded, media_type=MEDIA_TYPES[output_format], headers=headers)
-    whole = count_flops(service.spec, image.size, out_size, decision.width).total
+    whole = count_flops(service.model, image.size, out_size, decision.width).total
     return JSONResponse(
         {
             "request_id": request_id,

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pytest
 import torch
 
 from models.anysr import AnySR
+from models.ase import ase_input_size
 from models.coords import make_cell, make_coord
-from models.sliced_layers import ase_input_size
+from models.registry import resolve_spec
 from models.spec import TINY_SPEC, ModelSpec
 from models.widths import WIDTHS, channels_at
 
-MODES = {"slim": TINY_SPEC, "paper": dataclasses.replace(TINY_SPEC, slim_decoder=False)}
+MODES = {"slim": TINY_SPEC, "paper": TINY_SPEC.replace_args(decoder={"slim": False})}
 LR_SIZE = (6, 7)
 
 #: A region of one parameter: (state-dict name, index into the tensor).
@@ -22,24 +22,26 @@ Region = tuple[str, tuple[int | slice, ...]]
 
 
 def hidden_sizes(spec: ModelSpec, width: float) -> list[int]:
-    """Decoder hidden sizes worked out from the spec here, independently of models/liif.py."""
-    return [channels_at(size, width if spec.slim_decoder else 1.0) for size in spec.decoder_hidden]
+    """Decoder hidden sizes worked out from the spec here, independently of models/decoders/liif.py."""
+    decoder = resolve_spec(spec).decoder.args
+    return [channels_at(size, width if decoder["slim"] else 1.0) for size in decoder["hidden"]]
 
 
 def outside_prefix(spec: ModelSpec, width: float) -> list[Region]:
     """Every weight a subnet of ``width`` must never read (the method notes' slicing rules)."""
-    k = channels_at(spec.n_feats, width)
+    encoder = resolve_spec(spec).encoder.args
+    k = channels_at(encoder["n_feats"], width)
     every = slice(None)
     regions: list[Region] = []
-    for index in range(spec.n_blocks):
+    for index in range(encoder["n_blocks"]):
         block = f"encoder.blocks.{index}"
         regions += [
             (f"{block}.conv1.weight", (slice(k, None),)),  # filters beyond the first k
             (f"{block}.conv1.bias", (slice(k, None),)),
             (f"{block}.conv2.weight", (every, slice(k, None))),  # input channels beyond k
         ]
-        if spec.ase:
-            length = ase_input_size(k, spec.ase_chunk, spec.interweave)
+        if encoder["ase"]:
+            length = ase_input_size(k, encoder["ase_chunk"], encoder["interweave"])
             regions += [
                 (f"{block}.ase.fc1.weight", (every, slice(length, None))),  # W1 columns beyond the vector
                 (f"{block}.ase.fc2.weight", (slice(k, None),)),  # W2 rows beyond k
@@ -57,8 +59,9 @@ def outside_prefix(spec: ModelSpec, width: float) -> list[Region]:
 
 def inside_prefix(spec: ModelSpec, width: float) -> dict[str, Region]:
     """One used element per sliced region, at the edge of the prefix (the easiest place to be off by one)."""
-    k = channels_at(spec.n_feats, width)
-    length = ase_input_size(k, spec.ase_chunk, spec.interweave)
+    encoder = resolve_spec(spec).encoder.args
+    k = channels_at(encoder["n_feats"], width)
+    length = ase_input_size(k, encoder["ase_chunk"], encoder["interweave"])
     sizes = hidden_sizes(spec, width)
     last = len(sizes)
     return {
@@ -86,7 +89,7 @@ def perturb(model: AnySR, regions: list[Region], seed: int = 1) -> None:
 def wake_prefix_edges(model: AnySR, width: float) -> None:
     """Make the last used unit of each ReLU layer fire, so weights that feed or read it must show."""
     spec = model.spec
-    k = channels_at(spec.n_feats, width)
+    k = channels_at(spec.encoder.args["n_feats"], width)
     with torch.no_grad():
         for block in model.encoder.blocks:
             block.conv1.bias[k - 1] = 1.0
@@ -127,7 +130,7 @@ def test_every_sliced_region_inside_the_prefix_is_used(
 def test_paper_mode_runs_the_full_decoder_at_every_width(tiny_model_factory: Callable[..., AnySR]) -> None:
     model = tiny_model_factory(MODES["paper"])
     before = run(model, 0.5)
-    narrow_hidden = channels_at(TINY_SPEC.decoder_hidden[0], 0.5)
+    narrow_hidden = channels_at(TINY_SPEC.decoder.args["hidden"][0], 0.5)
     perturb(model, [("decoder.mlp.layers.0.weight", (slice(narrow_hidden, None),))])
     assert not torch.equal(run(model, 0.5), before)
 

@@ -23,11 +23,14 @@ from models.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
+from models.registry import resolve_spec
 from models.spec import TINY_SPEC
 from models.widths import WIDTHS
 
+RESOLVED = resolve_spec(TINY_SPEC)
+
 TRAINING = {"stage": 2, "steps": 1200, "data": ["T91", "BSD200"], "l1": 0.0312, "patch": [48, 48]}
-METADATA = {"anysr.format": "1", "anysr.spec": TINY_SPEC.to_json(), "anysr.training": json.dumps(TRAINING)}
+METADATA = {"anysr.format": "2", "anysr.spec": RESOLVED.to_json(), "anysr.training": json.dumps(TRAINING)}
 
 
 def outputs(model: AnySR) -> list[torch.Tensor]:
@@ -65,7 +68,7 @@ def test_info_describes_the_file(tiny_model: AnySR, tmp_path: Path) -> None:
     info = read_checkpoint_info(str(path))
     assert isinstance(info, CheckpointInfo)
     assert info.path == path
-    assert info.spec == TINY_SPEC
+    assert info.spec == RESOLVED
     assert info.training == TRAINING
     assert info.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info.parameter_count == sum(param.numel() for param in tiny_model.parameters())
@@ -80,8 +83,10 @@ def test_file_is_plain_safetensors_with_the_spec_in_metadata(tiny_model: AnySR, 
     data = path.read_bytes()
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
     metadata = header["__metadata__"]
-    assert metadata["anysr.format"] == "1"
-    assert json.loads(metadata["anysr.spec"]) == json.loads(TINY_SPEC.to_json())
+    assert metadata["anysr.format"] == "2"
+    # Every argument is written out, defaults included, so the file does not depend on today's defaults.
+    assert json.loads(metadata["anysr.spec"]) == json.loads(RESOLVED.to_json())
+    assert json.loads(metadata["anysr.spec"])["encoder"]["args"]["widths"] == [0.5, 0.7, 0.9, 1.0]
     assert json.loads(metadata["anysr.training"]) == {}
     assert set(header) - {"__metadata__"} == set(tiny_model.state_dict())
     assert sorted(path.parent.iterdir()) == [path]  # the temporary file was renamed, not left behind
@@ -186,16 +191,20 @@ def broken_files(tmp_path: Path, model: AnySR) -> dict[str, tuple[Path, str]]:
     raw("text", b"this is not a checkpoint at all\n" * 8, "not a valid safetensors file")
     raw("corrupt header", data[:8] + b"#" + data[9:], "not a valid safetensors file")
     with_metadata("no format", "no 'anysr.format' metadata", **{"anysr.format": None})
-    with_metadata("future format", "unsupported checkpoint format '2'", **{"anysr.format": "2"})
+    with_metadata("future format", "unsupported checkpoint format '3'", **{"anysr.format": "3"})
     with_metadata("no spec", "'anysr.spec' metadata is missing", **{"anysr.spec": None})
     with_metadata("spec not json", "invalid model spec in 'anysr.spec'", **{"anysr.spec": "{n_feats: 16"})
     with_metadata("spec not object", "invalid model spec", **{"anysr.spec": "[16, 2]"})
     unknown = json.dumps({**json.loads(TINY_SPEC.to_json()), "attention": True})
     with_metadata("unknown spec key", "unknown model spec keys: ['attention']", **{"anysr.spec": unknown})
-    invalid = json.dumps({**json.loads(TINY_SPEC.to_json()), "n_feats": 2})
+    invalid = TINY_SPEC.replace_args(encoder={"n_feats": 2}).to_json()
     with_metadata("invalid spec value", "n_feats must be >= 4", **{"anysr.spec": invalid})
-    wrong_type = json.dumps({**json.loads(TINY_SPEC.to_json()), "n_blocks": "two"})
+    wrong_type = TINY_SPEC.replace_args(encoder={"n_blocks": "two"}).to_json()
     with_metadata("spec value of wrong type", "invalid model spec", **{"anysr.spec": wrong_type})
+    unknown_part = json.dumps({**json.loads(TINY_SPEC.to_json()), "decoder": {"name": "nerf", "args": {}}})
+    with_metadata("unregistered part", "unknown decoder 'nerf'; registered decoders:", **{"anysr.spec": unknown_part})
+    unknown_arg = TINY_SPEC.replace_args(encoder={"attention": True}).to_json()
+    with_metadata("unknown part argument", "unknown arguments ['attention']", **{"anysr.spec": unknown_arg})
     with_metadata("training not json", "'anysr.training' metadata is not valid JSON", **{"anysr.training": "{"})
     with_metadata("training not object", "'anysr.training' must be a JSON object", **{"anysr.training": "[1]"})
     with_tensors("missing tensor", f"missing tensors [{name}]", {k: v for k, v in tensors.items() if k != name})
@@ -210,7 +219,7 @@ def broken_files(tmp_path: Path, model: AnySR) -> dict[str, tuple[Path, str]]:
     nan = tensors[name].clone()
     nan[0, 0, 0, 0] = float("nan")
     with_tensors("nan", f"{name} contains NaN or infinite values", {**tensors, name: nan})
-    other_spec = dataclasses.replace(TINY_SPEC, n_feats=8, ase_chunk=4)
+    other_spec = TINY_SPEC.replace_args(encoder={"n_feats": 8, "ase_chunk": 4})
     mismatch = "tensors do not match the spec in its metadata: decoder.mlp.layers.0.weight has shape (32, 148), expected (32, 76); "
     with_metadata("spec of another model", mismatch, **{"anysr.spec": other_spec.to_json()})
     return cases
@@ -228,6 +237,8 @@ CASES = [
     "corrupt header",
     "no format",
     "future format",
+    "unregistered part",
+    "unknown part argument",
     "no spec",
     "spec not json",
     "spec not object",
@@ -274,7 +285,7 @@ def test_error_lists_a_few_names_then_counts_the_rest(tiny_model: AnySR, tmp_pat
 
 
 def stage1_checkpoint(tmp_path: Path, factory: Callable[..., AnySR]) -> tuple[Path, AnySR]:
-    stage1 = factory(dataclasses.replace(TINY_SPEC, ase=False), seed=5)
+    stage1 = factory(TINY_SPEC.replace_args(encoder={"ase": False}), seed=5)
     path = tmp_path / "stage1.safetensors"
     save_checkpoint(path, stage1, {"stage": 1})
     return path, stage1
@@ -287,7 +298,7 @@ def test_stage1_weights_in_an_ase_model_reproduce_stage1_exactly(
     stage2 = build_model(TINY_SPEC).eval()  # fresh: ASE at its identity initialisation
     fresh_ase = {name: tensor for name, tensor in state(stage2).items() if ".ase." in name}
     info = load_weights_into(path, stage2, allow_missing_ase=True)
-    assert info.training == {"stage": 1} and not info.spec.ase
+    assert info.training == {"stage": 1} and not info.spec.encoder.args["ase"]
     for ours, theirs in zip(outputs(stage2), outputs(stage1), strict=True):
         assert torch.equal(ours, theirs)
     for name, tensor in fresh_ase.items():
@@ -295,11 +306,11 @@ def test_stage1_weights_in_an_ase_model_reproduce_stage1_exactly(
 
 
 def test_load_state_into_reports_which_ase_tensors_kept_their_init(tiny_model_factory: Callable[..., AnySR]) -> None:
-    stage1 = tiny_model_factory(dataclasses.replace(TINY_SPEC, ase=False))
+    stage1 = tiny_model_factory(TINY_SPEC.replace_args(encoder={"ase": False}))
     stage2 = build_model(TINY_SPEC)
     kept = load_state_into(stage2, stage1.state_dict(), allow_missing_ase=True)
     ase_names = {name for name in stage2.state_dict() if ".ase." in name}
-    assert set(kept) == ase_names and len(ase_names) == 4 * TINY_SPEC.n_blocks
+    assert set(kept) == ase_names and len(ase_names) == 4 * TINY_SPEC.encoder.args["n_blocks"]
     assert load_state_into(stage2, stage2.state_dict(), allow_missing_ase=True) == ()
 
 
@@ -323,8 +334,64 @@ def test_partly_missing_ase_is_an_error_even_when_allowed(tiny_model_factory: Ca
 def test_load_weights_into_rejects_a_differently_shaped_model(tmp_path: Path, tiny_model: AnySR) -> None:
     path = tmp_path / "model.safetensors"
     save_checkpoint(path, tiny_model)
-    wider = build_model(dataclasses.replace(TINY_SPEC, n_feats=20))
+    wider = build_model(TINY_SPEC.replace_args(encoder={"n_feats": 20}))
     with pytest.raises(
         CheckpointError, match=r"decoder\.mlp\.layers\.0\.weight has shape \(32, 148\), expected \(32, 184\)"
     ):
         load_weights_into(path, wider)
+
+
+#: A format-1 spec as the files written before the registry carry it: flat EDSR-baseline + LIIF fields.
+FORMAT_1_SPEC = {
+    "n_feats": 16,
+    "n_blocks": 2,
+    "ase": True,
+    "interweave": True,
+    "ase_chunk": 4,
+    "ase_hidden": 16,
+    "decoder_hidden": [32, 32],
+    "slim_decoder": True,
+    "widths": [0.5, 0.7, 0.9, 1.0],
+}
+
+
+def test_format_1_files_are_migrated_on_load(tiny_model: AnySR, tmp_path: Path) -> None:
+    """A file written before the registry (flat spec, format "1") rebuilds the same model and outputs."""
+    metadata = {**METADATA, "anysr.format": "1", "anysr.spec": json.dumps(FORMAT_1_SPEC)}
+    path = write_raw(tmp_path / "old.safetensors", state(tiny_model), metadata)
+    loaded, info = load_checkpoint(path)
+    assert info.spec == RESOLVED == tiny_model.spec
+    for ours, theirs in zip(outputs(loaded), outputs(tiny_model), strict=True):
+        assert torch.equal(ours, theirs)
+    # Saving it again writes format 2, which reads back the same.
+    saved = save_checkpoint(tmp_path / "new.safetensors", loaded)
+    assert saved.spec == info.spec
+
+
+def test_format_1_paper_mode_and_ablations_map_to_part_arguments(tmp_path: Path) -> None:
+    flat = {**FORMAT_1_SPEC, "slim_decoder": False, "ase": False, "interweave": False}
+    model = build_model(resolve_spec(TINY_SPEC.replace_args(encoder={"ase": False})))
+    metadata = {**METADATA, "anysr.format": "1", "anysr.spec": json.dumps(flat)}
+    info = read_checkpoint_info(write_raw(tmp_path / "old.safetensors", state(model), metadata))
+    assert info.spec.decoder.args["slim"] is False
+    assert (info.spec.encoder.args["ase"], info.spec.encoder.args["interweave"]) == (False, False)
+
+
+def test_format_1_spec_with_an_unknown_key_is_refused(tiny_model: AnySR, tmp_path: Path) -> None:
+    metadata = {**METADATA, "anysr.format": "1", "anysr.spec": json.dumps({**FORMAT_1_SPEC, "attention": True})}
+    path = write_raw(tmp_path / "old.safetensors", state(tiny_model), metadata)
+    with pytest.raises(CheckpointError, match=r"unknown format-1 model spec keys: \['attention'\]"):
+        load_checkpoint(path)
+
+
+@pytest.mark.weights
+def test_shipped_weights_are_format_1_and_load_unchanged() -> None:
+    """The shipped files predate the registry; they must load through the migration, byte for byte as shipped."""
+    weights = Path(__file__).resolve().parents[2] / "weights"
+    for path in sorted(weights.glob("*.safetensors")):
+        data = path.read_bytes()
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        assert header["__metadata__"]["anysr.format"] == "1", path
+        info = read_checkpoint_info(path)
+        assert (info.spec.encoder.name, info.spec.decoder.name) == ("edsr-baseline", "liif")
+        assert info.spec.encoder.args["n_blocks"] == 16 and info.spec.decoder.args["hidden"] == [256] * 4

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from models.coords import make_coord
-from models.data import PatchSampler, TrainBatch, list_images, load_image, max_trainable_scale, min_image_side
 from models.resize import imresize_uint8
+from models.training.data import PatchSampler, TrainBatch, list_images, load_image, max_trainable_scale, min_image_side
 
 
 def synthetic_image(height: int, width: int, seed: int) -> torch.Tensor:

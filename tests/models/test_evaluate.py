@@ -15,7 +15,7 @@ from cli.evaluate import parse_scale_pairs, parse_scales, parse_size, parse_widt
 from cli.main import main
 from models.anysr import AnySR
 from models.checkpoint import save_checkpoint
-from models.evaluate import (
+from models.evaluation.evaluate import (
     AUTO,
     BICUBIC,
     EvalProgress,
@@ -29,8 +29,8 @@ from models.evaluate import (
     summarise,
     widths_needed,
 )
+from models.evaluation.metrics import psnr, scored_luma, ssim
 from models.flops import count_flops
-from models.metrics import psnr, scored_luma, ssim
 from models.prefix import used_regions
 from models.resize import imresize_uint8
 from models.widths import WIDTHS
@@ -166,13 +166,13 @@ def test_costs_count_used_parameters_and_fixed_output_flops(tiny_model: AnySR) -
     assert used == sorted(used) and used[0] < total
     regions = used_regions(tiny_model, 0.5)
     skipped = sum(
-        parameter.numel() - parameter[regions[name]].numel()
+        parameter.numel() - sum(parameter[box].numel() for box in regions[name])
         for name, parameter in tiny_model.named_parameters()
         if name in regions
     )
     assert used[0] == total - skipped
     cost = subnet_cost(tiny_model, (3.0, 3.0), 0.7, (64, 64))
-    assert cost.flops == count_flops(tiny_model.spec, (21, 21), (64, 64), 0.7).total
+    assert cost.flops == count_flops(tiny_model, (21, 21), (64, 64), 0.7).total
     assert cost.parameters == used[1]
     # Same output size at every scale: a larger scale means a smaller LR, hence fewer FLOPs.
     assert (
@@ -208,7 +208,12 @@ def test_parse_width_modes_and_sizes() -> None:
     assert parse_width_modes("none") == []
     assert parse_width_modes("auto,1.0,0.5") == [0.5, 1.0, AUTO]
     with pytest.raises(ValueError, match=r"width must be one of \(0.5, 0.7, 0.9, 1.0\), got 0.6"):
-        parse_width_modes("0.6")
+        parse_width_modes("0.6", WIDTHS)
+    # Before the model is loaded only the syntax is checked; a model's own widths then decide.
+    assert parse_width_modes("0.8,auto") == [0.8, AUTO]
+    assert parse_width_modes("all", (0.7, 0.8, 0.9, 1.0)) == [0.7, 0.8, 0.9, 1.0, AUTO]
+    with pytest.raises(ValueError, match=r"a width is a number in \(0, 1\], got '1.5'"):
+        parse_width_modes("1.5")
     assert parse_size("256") == (256, 256) and parse_size("128x96") == (128, 96)
     with pytest.raises(ValueError, match="HxW"):
         parse_size("12x")

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.anysr import AnySR
+from models.anysr import AnySR, build_model
 from models.flops import FLOPS_PER_MAC, count_flops
 from models.spec import TINY_SPEC, ModelSpec
 from models.widths import WIDTHS
 
 SPECS = {
     "slim": TINY_SPEC,
-    "paper": dataclasses.replace(TINY_SPEC, slim_decoder=False),
-    "no-interweave": dataclasses.replace(TINY_SPEC, interweave=False),
-    "no-ase": dataclasses.replace(TINY_SPEC, ase=False),
+    "paper": TINY_SPEC.replace_args(decoder={"slim": False}),
+    "no-interweave": TINY_SPEC.replace_args(encoder={"interweave": False}),
+    "no-ase": TINY_SPEC.replace_args(encoder={"ase": False}),
 }
 #: Non-square LR and output sizes (scale 1.8 × 2.29).
 LR_SIZE = (5, 7)
@@ -29,6 +28,12 @@ def measured_flops(function: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         function()
     return counter.get_total_flops()
+
+
+def meta_model(spec: ModelSpec) -> AnySR:
+    """The model on the meta device: the FLOPs model needs only its parts' configs."""
+    with torch.device("meta"):
+        return build_model(spec)
 
 
 def assert_within_2_percent(predicted: int, measured: int) -> None:
@@ -44,7 +49,7 @@ def test_flops_model_matches_flop_counter(
     spec = SPECS[spec_name]
     model = tiny_model_factory(spec)
     lr = torch.rand(2, 3, *LR_SIZE)
-    predicted = count_flops(spec, LR_SIZE, OUT_SIZE, width, images=2)
+    predicted = count_flops(model, LR_SIZE, OUT_SIZE, width, images=2)
     scales = torch.tensor([[1.8, 16 / 7]] * 2)
     with torch.no_grad():
         encoder = measured_flops(lambda: model.encoder(lr, width, scales))
@@ -54,8 +59,8 @@ def test_flops_model_matches_flop_counter(
 
 
 def test_breakdown_total_is_encoder_plus_decoder_and_scales_with_images() -> None:
-    one = count_flops(TINY_SPEC, LR_SIZE, OUT_SIZE, 0.7)
-    three = count_flops(TINY_SPEC, LR_SIZE, OUT_SIZE, 0.7, images=3)
+    one = count_flops(meta_model(TINY_SPEC), LR_SIZE, OUT_SIZE, 0.7)
+    three = count_flops(meta_model(TINY_SPEC), LR_SIZE, OUT_SIZE, 0.7, images=3)
     assert one.total == one.encoder + one.decoder
     assert (three.encoder, three.decoder) == (3 * one.encoder, 3 * one.decoder)
     assert one.encoder % FLOPS_PER_MAC == 0 and one.decoder % FLOPS_PER_MAC == 0
@@ -63,10 +68,10 @@ def test_breakdown_total_is_encoder_plus_decoder_and_scales_with_images() -> Non
 
 @pytest.mark.parametrize("slim_decoder", [True, False])
 def test_flops_grow_with_width_and_output_size(slim_decoder: bool) -> None:
-    spec = ModelSpec(slim_decoder=slim_decoder)
-    totals = [count_flops(spec, (64, 64), (96, 96), width).total for width in WIDTHS]
+    spec = ModelSpec().replace_args(decoder={"slim": slim_decoder})
+    totals = [count_flops(meta_model(spec), (64, 64), (96, 96), width).total for width in WIDTHS]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
-    assert count_flops(spec, (64, 64), (128, 128), 0.5).total > totals[0]
+    assert count_flops(meta_model(spec), (64, 64), (128, 128), 0.5).total > totals[0]
 
 
 def test_slim_decoder_makes_half_width_cost_under_45_percent_at_x1_5() -> None:
@@ -75,8 +80,14 @@ def test_slim_decoder_makes_half_width_cost_under_45_percent_at_x1_5() -> None:
     Paper mode slices only the encoder, so its saving is much smaller; the decoder dominates the cost.
     """
     slim = ModelSpec()
-    ratio = count_flops(slim, (64, 64), (96, 96), 0.5).total / count_flops(slim, (64, 64), (96, 96), 1.0).total
+    ratio = (
+        count_flops(meta_model(slim), (64, 64), (96, 96), 0.5).total
+        / count_flops(meta_model(slim), (64, 64), (96, 96), 1.0).total
+    )
     assert ratio <= 0.45
-    paper = ModelSpec(slim_decoder=False)
-    paper_ratio = count_flops(paper, (64, 64), (96, 96), 0.5).total / count_flops(paper, (64, 64), (96, 96), 1.0).total
+    paper = ModelSpec().replace_args(decoder={"slim": False})
+    paper_ratio = (
+        count_flops(meta_model(paper), (64, 64), (96, 96), 0.5).total
+        / count_flops(meta_model(paper), (64, 64), (96, 96), 1.0).total
+    )
     assert paper_ratio > 0.75

@@ -49,7 +49,9 @@ def test_importing_every_models_module_loads_no_server_package() -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"models.anysr", "models.checkpoint", "models.reference_liif", "models.flops"} <= set(report["modules"])
+    assert {"models.anysr", "models.checkpoint", "models.decoders.liif_reference", "models.flops"} <= set(
+        report["modules"]
+    )
     added = sorted(set(report["after"]) - set(report["baseline"]))
     assert added == [], f"models imported {added}"
     # Packages torch never loads must not be there at all.

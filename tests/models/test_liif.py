@@ -1,30 +1,32 @@
-"""models/liif.py: the reordered LIIF decoder computes LIIF's function, at every width, in both modes."""
+"""models/decoders/liif.py: the reordered LIIF decoder computes LIIF's function, at every width, in both modes."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
 
 from models.anysr import build_model
 from models.coords import make_cell, make_coord
-from models.liif import LIIFDecoder, decoder_hidden_sizes, decoder_macs
-from models.reference_liif import reference_query_rgb
+from models.decoders.liif import LIIFDecoder
+from models.decoders.liif_reference import reference_query_rgb
 from models.spec import TINY_SPEC, ModelSpec
 from models.widths import WIDTHS
 
+#: The LR image and scale ``prepare`` takes; LIIF's decoding reads neither.
+LR = torch.zeros(1, 3, 1, 1)
+SCALE = torch.ones(1, 2)
 SPECS = {
     "tiny-slim": TINY_SPEC,
-    "tiny-paper": dataclasses.replace(TINY_SPEC, slim_decoder=False),
+    "tiny-paper": TINY_SPEC.replace_args(decoder={"slim": False}),
     "edsr-slim": ModelSpec(),
-    "edsr-paper": ModelSpec(slim_decoder=False),
+    "edsr-paper": ModelSpec().replace_args(decoder={"slim": False}),
 }
 
 
 def make_decoder(spec: ModelSpec) -> LIIFDecoder:
     """A decoder with non-zero random biases (default init leaves them small) so every term matters."""
-    decoder = LIIFDecoder(spec)
+    decoder = build_model(spec).decoder
+    assert isinstance(decoder, LIIFDecoder)
     with torch.no_grad():
         for layer in decoder.mlp.layers:
             layer.bias.uniform_(-0.2, 0.2)
@@ -53,10 +55,10 @@ def queries(height: int, width: int, batch: int) -> tuple[torch.Tensor, torch.Te
 def test_decoder_matches_reference_liif(spec_name: str, width: float) -> None:
     spec = SPECS[spec_name]
     decoder = make_decoder(spec)
-    features = torch.randn(2, spec.n_feats, 5, 6)
+    features = torch.randn(2, decoder.feat_dim // 9, 5, 6)
     coord, cell = queries(5, 6, batch=2)
     with torch.no_grad():
-        ours = decoder.query(decoder.prepare(features, width), coord, cell, width)
+        ours = decoder.query_normalised(decoder.prepare(features, LR, width, SCALE), coord, cell, width)
         reference = reference_query_rgb(decoder, features, coord, cell, width)
     assert ours.shape == reference.shape == (2, coord.shape[1], 3)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
@@ -65,11 +67,11 @@ def test_decoder_matches_reference_liif(spec_name: str, width: float) -> None:
 def test_decoder_matches_reference_on_a_channels_last_projection() -> None:
     """The serving path may keep prepared features channels_last; the gather must not care."""
     decoder = make_decoder(TINY_SPEC)
-    features = torch.randn(1, TINY_SPEC.n_feats, 4, 9)
+    features = torch.randn(1, decoder.feat_dim // 9, 4, 9)
     coord, cell = queries(4, 9, batch=1)
     with torch.no_grad():
-        prepared = decoder.prepare(features, 0.7).contiguous(memory_format=torch.channels_last)
-        ours = decoder.query(prepared, coord, cell, 0.7)
+        prepared = decoder.prepare(features, LR, 0.7, SCALE).contiguous(memory_format=torch.channels_last)
+        ours = decoder.query_normalised(prepared, coord, cell, 0.7)
         reference = reference_query_rgb(decoder, features, coord, cell, 0.7)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
 
@@ -83,8 +85,7 @@ def test_decoder_matches_reference_on_a_channels_last_projection() -> None:
 )
 def test_hidden_sizes(spec_name: str, expected: dict[float, int]) -> None:
     for width, size in expected.items():
-        assert decoder_hidden_sizes(SPECS[spec_name], width) == [size] * 4
-        assert build_model(SPECS[spec_name]).decoder.hidden_sizes(width) == [size] * 4
+        assert make_decoder(SPECS[spec_name]).hidden_sizes(width) == [size] * 4
 
 
 def test_decoder_macs_are_liifs_minus_the_work_moved_to_lr_pixels() -> None:
@@ -93,12 +94,20 @@ def test_decoder_macs_are_liifs_minus_the_work_moved_to_lr_pixels() -> None:
     We run the 576 feature inputs of the first layer once per LR pixel instead, and (on an output grid)
     its 4 geometry inputs per output row and column; the other layers stay per query.
     """
-    spec = ModelSpec()
-    per_lr_pixel, per_output_pixel = decoder_macs(spec, 1.0)
+    with torch.device("meta"):
+        decoder = build_model(ModelSpec()).decoder
+
+    def split(width: float) -> tuple[int, int]:
+        """(MACs per LR pixel, per output pixel), from two sizes: LR pixels and output pixels vary apart."""
+        base = decoder.macs((1, 1), (1, 1), width)
+        per_output = decoder.macs((1, 1), (1, 2), width) - base
+        return base - per_output, per_output
+
+    per_lr_pixel, per_output_pixel = split(1.0)
     liif_per_query = 580 * 256 + 3 * 256 * 256 + 256 * 3
     assert 4 * liif_per_query == 1_383_424
     assert per_lr_pixel == 576 * 256
     assert per_output_pixel == 4 * (liif_per_query - 580 * 256)
-    slim_per_lr_pixel, slim_per_output_pixel = decoder_macs(spec, 0.5)
+    slim_per_lr_pixel, slim_per_output_pixel = split(0.5)
     assert slim_per_lr_pixel == 576 * 128
     assert slim_per_output_pixel == 4 * (3 * 128 * 128 + 128 * 3)

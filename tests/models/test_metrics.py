@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.metrics import (
+from models.evaluation.metrics import (
     SSIM_K1,
     SSIM_K2,
     gaussian_window,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models import TINY_SPEC, build_model
+from models import TINY_SPEC, AnySR, build_model
 from server.app import create_app
 from server.settings import Settings
 
@@ -22,7 +22,16 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*install `httpx2` instead", category=UserWarning)
     from fastapi.testclient import TestClient
 
-__all__ = ["TestClient", "encode", "make_app", "random_image", "fast_settings"]
+__all__ = ["TestClient", "encode", "make_app", "random_image", "fast_settings", "TINY_META"]
+
+
+def _meta_model() -> AnySR:
+    with torch.device("meta"):
+        return build_model(TINY_SPEC)
+
+
+#: The tiny model on the meta device: what FLOPs, halos and plans are computed from (no weights needed).
+TINY_META = _meta_model()
 
 
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> Image.Image:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from models.widths import WIDTHS
 from server.errors import BadRequest
 from server.headers import Budget, parse_budget, parse_deadline_s, request_id_from, server_timing
 
@@ -20,7 +21,7 @@ from server.headers import Budget, parse_budget, parse_deadline_s, request_id_fr
     ],
 )
 def test_parse_budget(value, expected):
-    assert parse_budget(value) == expected
+    assert parse_budget(value, WIDTHS) == expected
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_parse_budget(value, expected):
 )
 def test_malformed_budget_is_400(value, message):
     with pytest.raises(BadRequest, match=message) as caught:
-        parse_budget(value)
+        parse_budget(value, WIDTHS)
     assert caught.value.status == 400 and caught.value.code == "invalid_budget"
 
 

@@ -6,6 +6,7 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.widths import WIDTHS
 from server.metrics import STATUSES, ServerMetrics
 from server.scheduler import REASONS
 
@@ -19,13 +20,13 @@ def families(metrics: ServerMetrics) -> dict:
 
 
 def test_two_instances_do_not_clash_and_start_at_zero():
-    first, second = ServerMetrics(), ServerMetrics()
+    first, second = ServerMetrics(WIDTHS), ServerMetrics(WIDTHS)
     first.flops.labels(width="1.0").inc(5)
     assert second.registry.get_sample_value("anysr_flops_total", {"width": "1.0"}) == 0.0
 
 
 def test_every_label_combination_exists_before_any_event():
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(WIDTHS)
     registry = metrics.registry
     for width in ("0.5", "0.7", "0.9", "1.0"):
         for reason in REASONS:
@@ -38,8 +39,16 @@ def test_every_label_combination_exists_before_any_event():
         assert registry.get_sample_value("anysr_requests_total", {"status": status}) == 0
 
 
+def test_widths_are_the_models_own():
+    metrics = ServerMetrics()
+    assert metrics.registry.get_sample_value("anysr_flops_total", {"width": "0.8"}) is None
+    metrics.declare_widths((0.7, 0.8, 0.9, 1.0))
+    assert metrics.registry.get_sample_value("anysr_flops_total", {"width": "0.8"}) == 0
+    assert metrics.registry.get_sample_value("anysr_flops_total", {"width": "0.5"}) is None
+
+
 def test_names_follow_the_convention_and_have_help():
-    found = families(ServerMetrics())
+    found = families(ServerMetrics(WIDTHS))
     expected = {
         "anysr_request_duration_seconds",
         "anysr_queue_wait_seconds",

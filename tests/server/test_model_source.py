@@ -7,6 +7,7 @@ import torch
 
 from models import TINY_SPEC, ModelSpec, build_model
 from models.checkpoint import save_checkpoint
+from models.registry import resolve_spec
 from server.app import create_app
 from server.model_source import WeightsNotFound, load_model
 from tests.server.helpers import TestClient, encode, fast_settings, random_image
@@ -23,7 +24,7 @@ def tiny_weights(tmp_path):
 def test_loads_a_checkpoint_with_its_spec_and_hash(tiny_weights):
     path, saved = tiny_weights
     model, info = load_model(path, allow_untrained=False)
-    assert model.spec == TINY_SPEC
+    assert model.spec == resolve_spec(TINY_SPEC)
     assert info.sha256 == saved.sha256 and info.parameters == saved.parameter_count
     assert info.training == {"steps": 7} and not info.untrained
 
@@ -33,7 +34,7 @@ def test_missing_weights_are_refused_unless_untrained_is_allowed(tmp_path):
         load_model(tmp_path / "absent.safetensors", allow_untrained=False)
     model, info = load_model(tmp_path / "absent.safetensors", allow_untrained=True)
     assert info.untrained and info.sha256 is None
-    assert model.spec == ModelSpec()
+    assert model.spec == resolve_spec(ModelSpec())
 
 
 def test_the_app_serves_a_weights_file(tiny_weights):

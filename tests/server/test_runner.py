@@ -11,6 +11,7 @@ from models import TINY_SPEC, WIDTHS, build_model
 from server.jobs import BatchKey, TileJob
 from server.runner import ModelRunner, RunnerConfig, resolve_device, resolve_precision
 from server.tiling import crop_window, plan_tiles, tile_query
+from tests.server.helpers import TINY_META
 
 
 def whole_job(image: torch.Tensor, out_size: tuple[int, int], width: float) -> TileJob:
@@ -20,7 +21,7 @@ def whole_job(image: torch.Tensor, out_size: tuple[int, int], width: float) -> T
     ys, xs, cell = tile_query(plan, tile)
     scale = (out_size[0] / lr_size[0], out_size[1] / lr_size[1])
     key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
-    return TileJob(key, crop_window(image, plan, tile), ys, xs, cell, scale, plan.flops(TINY_SPEC, width))
+    return TileJob(key, crop_window(image, plan, tile), ys, xs, cell, scale, plan.flops(TINY_META, width))
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from server.scheduler import (
     assess_load,
     choose_width,
     parse_policy,
+    policy_width,
     queued_work_s,
 )
 
@@ -230,7 +231,7 @@ def test_parse_policy(text, expected):
     assert parse_policy(text) == expected
 
 
-@pytest.mark.parametrize("text", ["fixed:0.6", "fixed:", "fixed:abc", "greedy", ""])
+@pytest.mark.parametrize("text", ["fixed:1.6", "fixed:0", "fixed:", "fixed:abc", "greedy", ""])
 def test_parse_policy_rejects(text):
     with pytest.raises(ValueError, match="must be"):
         parse_policy(text)
@@ -243,6 +244,18 @@ def test_policy_validation():
         SchedulerPolicy(widths=(1.0, 0.5))
     with pytest.raises(ValueError, match="width must be one of"):
         SchedulerPolicy(widths=(0.6,))
+    # The width set is the model's: RDN's (0.7, 0.8, 0.9, 1.0) serves 0.8, not 0.5.
+    rdn = (0.7, 0.8, 0.9, 1.0)
+    assert SchedulerPolicy(widths=(0.8, 1.0), model_widths=rdn).widths == (0.8, 1.0)
+    with pytest.raises(ValueError, match="width must be one of"):
+        SchedulerPolicy(widths=(0.5,), model_widths=rdn)
+
+
+def test_scale_groups_map_onto_the_models_own_widths():
+    rdn = (0.7, 0.8, 0.9, 1.0)
+    policy = SchedulerPolicy(mode="scale-groups", widths=rdn, model_widths=rdn)
+    chosen = [policy_width(scale, IDLE, "cpu_busy", policy)[0] for scale in (1.2, 2.0, 3.0, 3.9)]
+    assert chosen == [0.7, 0.8, 0.9, 1.0]
 
 
 def test_missing_flops_for_a_served_width_is_a_bug():

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli import serve
-from models import ModelSpec, count_flops
+from models import ModelSpec, build_model, count_flops
 from server.settings import Settings
 from tests.server.helpers import encode, random_image
 
@@ -127,7 +128,9 @@ def test_real_server_serves_scrapes_and_drains_on_sigterm(tmp_path):
         )
         assert response.status_code == 200, response.text
         width = float(response.headers["x-anysr-width"])
-        assert int(response.headers["x-anysr-flops"]) == count_flops(ModelSpec(), (24, 20), (48, 40), width).total
+        with torch.device("meta"):
+            meta = build_model(ModelSpec())
+        assert int(response.headers["x-anysr-flops"]) == count_flops(meta, (24, 20), (48, 40), width).total
         assert response.headers["x-anysr-reason"]
         assert response.headers["x-request-id"] == "subprocess-1"
         assert "compute;dur=" in response.headers["server-timing"]

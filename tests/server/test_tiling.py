@@ -9,7 +9,6 @@ Tolerances (stated in docs/serving.md):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -23,10 +22,10 @@ from server.tiling import (
     crop_window,
     plan_axis,
     plan_tiles,
-    receptive_radius,
     stitch_tiles,
     tile_query,
 )
+from tests.server.helpers import TINY_META
 
 ASE_MAX_ABS = 2e-3
 ASE_MIN_PSNR_DB = 75.0
@@ -34,8 +33,9 @@ EXACT_MAX_ABS = 1e-4
 
 
 def test_receptive_radius_counts_every_3x3_layer():
-    assert receptive_radius(TINY_SPEC) == 2 + 2 * 2 + 2
-    assert receptive_radius(dataclasses.replace(TINY_SPEC, n_blocks=16)) == 36
+    assert TINY_META.receptive_radius == 2 + 2 * 2 + 2
+    with torch.device("meta"):
+        assert build_model(TINY_SPEC.replace_args(encoder={"n_blocks": 16})).receptive_radius == 36
 
 
 @pytest.mark.parametrize(
@@ -78,17 +78,17 @@ def test_small_images_run_whole_and_cost_exactly_the_whole_image():
     plan = plan_tiles((24, 30), (55, 69), tile_size=32, halo=8)
     assert plan.whole and plan.count == 1
     for width in WIDTHS:
-        assert plan.flops(TINY_SPEC, width) == count_flops(TINY_SPEC, (24, 30), (55, 69), width).total
+        assert plan.flops(TINY_META, width) == count_flops(TINY_META, (24, 30), (55, 69), width).total
 
 
 def test_tiled_flops_count_what_runs():
     plan = plan_tiles((40, 53), (92, 121), tile_size=12, halo=8)
     assert plan.count == len(plan.tiles()) > 1
     for width in WIDTHS:
-        per_tile = count_flops(TINY_SPEC, plan.lr_tile_shape, plan.out_tile_shape, width).total
-        assert plan.flops(TINY_SPEC, width) == plan.count * per_tile
+        per_tile = count_flops(TINY_META, plan.lr_tile_shape, plan.out_tile_shape, width).total
+        assert plan.flops(TINY_META, width) == plan.count * per_tile
         # Halos and overlapping runs make tiling cost more than one whole-image pass.
-        assert plan.flops(TINY_SPEC, width) > count_flops(TINY_SPEC, (40, 53), (92, 121), width).total
+        assert plan.flops(TINY_META, width) > count_flops(TINY_META, (40, 53), (92, 121), width).total
 
 
 def test_plan_rejects_bad_arguments():
@@ -132,7 +132,7 @@ def structured_image(height: int, width: int, seed: int) -> torch.Tensor:
 
 def make_runner(ase: bool) -> ModelRunner:
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(TINY_SPEC, ase=ase))
+    model = build_model(TINY_SPEC.replace_args(encoder={"ase": ase}))
     if ase:
         # Fresh ASE gates are exactly 1 (fc2 = 0); randomise them so the gates depend strongly on the pooled
         # features, as in a trained model, or tiling would look exact for the wrong reason.
@@ -150,7 +150,7 @@ def tile_jobs(image: torch.Tensor, plan: TilePlan, width: float) -> list[TileJob
         ys, xs, cell = tile_query(plan, tile)
         key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
         jobs.append(
-            TileJob(key, crop_window(image, plan, tile), ys, xs, cell, scale, plan.tile_flops(TINY_SPEC, width))
+            TileJob(key, crop_window(image, plan, tile), ys, xs, cell, scale, plan.tile_flops(TINY_META, width))
         )
     return jobs
 
@@ -179,7 +179,7 @@ def tiled_and_whole(runner: ModelRunner, lr_size, out_size, width: float):
     """Tile two different images with one plan, run their tiles interleaved in shared batches of 5 (as the
     batcher does across requests), stitch each, and pair it with the whole-image result."""
     images = [structured_image(*lr_size, seed=2), structured_image(*lr_size, seed=3).flip(-1)]
-    plan = plan_tiles(lr_size, out_size, tile_size=10, halo=receptive_radius(runner.spec))
+    plan = plan_tiles(lr_size, out_size, tile_size=10, halo=runner.model.receptive_radius)
     assert plan.count > 1
     jobs = tile_jobs(images[0], plan, width) + tile_jobs(images[1], plan, width)
     order = [index for pair in zip(range(plan.count), range(plan.count, 2 * plan.count)) for index in pair]

@@ -7,8 +7,8 @@ import torch
 
 from models import TINY_SPEC, build_model, count_flops
 from server.model_source import untrained_info
-from server.tiling import plan_tiles, receptive_radius
-from tests.server.helpers import TestClient, make_app
+from server.tiling import plan_tiles
+from tests.server.helpers import TINY_META, TestClient, make_app
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,22 @@ def test_describes_model_and_serving(client):
         {"max_scale": None, "width": 1.0},
     ]
     assert body["parameters"] == sum(p.numel() for p in build_model(TINY_SPEC).parameters())
-    assert body["spec"]["n_feats"] == TINY_SPEC.n_feats
+    assert body["spec"]["encoder"]["args"]["n_feats"] == TINY_SPEC.encoder.args["n_feats"]
     assert body["untrained"] is False and body["warning"] is None
     assert body["policy"] == {"mode": "adaptive", "fixed_width": None}
-    assert body["tiling"] == {"tile_size": 16, "halo": receptive_radius(TINY_SPEC)}
+    assert body["tiling"] == {
+        "whole_image": False,
+        "tile_size": 16,
+        "halo": TINY_META.receptive_radius,
+        "alignment": 1,
+    }
+    assert body["name"] == "anysr-edsr-baseline-liif"
+    assert body["parts"] == {
+        "encoder": "edsr-baseline",
+        "decoder": "liif",
+        "global_decoder": False,
+        "receptive_radius": TINY_META.receptive_radius,
+    }
     assert body["device"] == "cpu" and body["precision"] == "fp32"
     assert set(body["throughput_flops_per_s"]) == {"0.5", "0.7", "0.9", "1.0"}
     assert body["scale_range"] == {"min_exclusive": 1.0, "max": 8.0}
@@ -41,12 +53,12 @@ def test_flops_per_width_for_a_given_size(client):
     body = client.get("/v1/model", params={"size": "40x50", "scale": 3}).json()
     flops = body["flops"]
     assert flops["input_size"] == [40, 50] and flops["output_size"] == [120, 150]
-    plan = plan_tiles((40, 50), (120, 150), tile_size=16, halo=receptive_radius(TINY_SPEC))
+    plan = plan_tiles((40, 50), (120, 150), tile_size=16, halo=TINY_META.receptive_radius)
     assert flops["tiles"] == plan.count
     for width in (0.5, 0.7, 0.9, 1.0):
         entry = flops["per_width"][f"{width:.1f}"]
-        whole = count_flops(TINY_SPEC, (40, 50), (120, 150), width)
-        assert entry["flops"] == plan.flops(TINY_SPEC, width)
+        whole = count_flops(TINY_META, (40, 50), (120, 150), width)
+        assert entry["flops"] == plan.flops(TINY_META, width)
         assert entry["flops_whole_image"] == whole.total
         assert entry["encoder_flops_whole_image"] + entry["decoder_flops_whole_image"] == whole.total
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from models import TINY_SPEC, build_model, count_flops
 from server.runner import ModelRunner, RunnerConfig
-from server.tiling import plan_tiles, receptive_radius
-from tests.server.helpers import TestClient, encode, fast_settings, make_app, random_image
+from server.tiling import plan_tiles
+from tests.server.helpers import TINY_META, TestClient, encode, fast_settings, make_app, random_image
 
 PNG = encode(random_image(20, 24))
 #: Large enough to be cut into tiles with the test settings' 16-pixel tiles and 8-pixel halo.
@@ -59,8 +59,8 @@ def test_raw_png_upscale_with_headers(client):
     assert response.headers["x-anysr-reason"]
     assert response.headers["x-request-id"] == "req-42"
     # FLOPs are exactly what the tiled plan runs at the chosen width.
-    plan = plan_tiles((40, 44), (92, 101), tile_size=16, halo=receptive_radius(TINY_SPEC))
-    assert int(response.headers["x-anysr-flops"]) == plan.flops(TINY_SPEC, width)
+    plan = plan_tiles((40, 44), (92, 101), tile_size=16, halo=TINY_META.receptive_radius)
+    assert int(response.headers["x-anysr-flops"]) == plan.flops(TINY_META, width)
     assert int(response.headers["x-anysr-tiles"]) == plan.count > 1
     timing = response.headers["server-timing"]
     for part in ("queue;dur=", "decode;dur=", "compute;dur=", "encode;dur="):
@@ -107,7 +107,7 @@ def test_json_answer_carries_the_same_facts(client):
     assert body["media_type"] == "image/jpeg"
     assert body["width"] == float(response.headers["x-anysr-width"])
     assert body["flops"] == int(response.headers["x-anysr-flops"])
-    assert body["flops_whole_image"] == count_flops(TINY_SPEC, (20, 24), (30, 72), body["width"]).total
+    assert body["flops_whole_image"] == count_flops(TINY_META, (20, 24), (30, 72), body["width"]).total
     assert body["request_id"] == response.headers["x-request-id"]
     assert set(body["timing_ms"]) == {"queue", "decode", "compute", "encode", "total"}
     image = Image.open(io.BytesIO(base64.b64decode(body["image_base64"])))
@@ -125,8 +125,8 @@ def test_output_formats(client, fmt, pillow):
 def test_forced_width_and_budget_headers(client):
     forced = client.post("/upscale?scale=4", content=PNG, headers=RAW | {"x-anysr-budget": "width=0.5"})
     assert forced.headers["x-anysr-width"] == "0.5" and forced.headers["x-anysr-reason"] == "forced"
-    plan = plan_tiles((20, 24), (80, 96), tile_size=16, halo=receptive_radius(TINY_SPEC))
-    cost = {width: plan.flops(TINY_SPEC, width) for width in (0.5, 0.7, 0.9, 1.0)}
+    plan = plan_tiles((20, 24), (80, 96), tile_size=16, halo=TINY_META.receptive_radius)
+    cost = {width: plan.flops(TINY_META, width) for width in (0.5, 0.7, 0.9, 1.0)}
     budget_gflops = (cost[0.9] + 1) / 1e9
     response = client.post(
         "/upscale?scale=4", content=PNG, headers=RAW | {"x-anysr-budget": f"gflops={budget_gflops:.9f}"}
@@ -260,7 +260,7 @@ class GatedRunner:
     def __init__(self) -> None:
         torch.manual_seed(0)
         self.inner = ModelRunner(build_model(TINY_SPEC), RunnerConfig())
-        self.spec, self.device, self.precision = self.inner.spec, self.inner.device, self.inner.precision
+        self.model, self.device, self.precision = self.inner.model, self.inner.device, self.inner.precision
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.batches = 0

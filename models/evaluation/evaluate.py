@@ -11,7 +11,7 @@ Protocol (state it with every number; ``PROTOCOL`` below is what the reports pri
 4. The model upscales the LR to exactly the HR crop's size, told the nominal scale (s_h, s_w) (the value
    training used), in fp32 unless asked otherwise; its output is rounded to 8 bits, as the service returns it.
    The bicubic row is MATLAB ``imresize`` of the same LR to the same size.
-5. PSNR and SSIM on Y with ceil(s) border pixels shaved per axis (:mod:`models.metrics`); a dataset's number is
+5. PSNR and SSIM on Y with ceil(s) border pixels shaved per axis (:mod:`models.evaluation.metrics`); a dataset's number is
    the mean over its images.
 
 How this compares with published numbers: bicubic on Set5 ×2/×3/×4 reads 33.67 / 30.40 / 28.43 dB against
@@ -37,12 +37,13 @@ from pathlib import Path
 import torch
 
 from models.anysr import AnySR
-from models.data import load_image
+from models.evaluation.metrics import psnr, scored_luma, ssim
 from models.flops import count_flops
-from models.metrics import psnr, scored_luma, ssim
-from models.prefix import used_regions
+from models.geometry import output_side
+from models.images import load_image
+from models.prefix import parameters_used as _parameters_used
 from models.resize import imresize_uint8
-from models.widths import check_width, width_for_scale
+from models.widths import WIDTHS, check_width, width_for_scale, width_label
 
 PROTOCOL = (
     "HR cropped top-left to round(floor(H/s)*s); LR = MATLAB imresize bicubic (uint8) to floor(H/s) x floor(W/s); "
@@ -65,7 +66,7 @@ def scale_label(scale: ScalePair) -> str:
 
 def row_label(mode: WidthMode) -> str:
     """``"bicubic"``, ``"auto"`` or ``"w=0.7"``."""
-    return mode if isinstance(mode, str) else f"w={mode:.1f}"
+    return mode if isinstance(mode, str) else f"w={width_label(mode)}"
 
 
 def degrade(hr: torch.Tensor, scale: ScalePair) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +79,7 @@ def degrade(hr: torch.Tensor, scale: ScalePair) -> tuple[torch.Tensor, torch.Ten
     lr_w = math.floor(width / scale[1] + 1e-9)
     if lr_h < 1 or lr_w < 1:
         raise ValueError(f"a {height}x{width} image is too small for scale {scale_label(scale)}")
-    crop = hr[..., : round(lr_h * scale[0]), : round(lr_w * scale[1])]
+    crop = hr[..., : output_side(lr_h, scale[0]), : output_side(lr_w, scale[1])]
     return crop, imresize_uint8(crop, (lr_h, lr_w))
 
 
@@ -126,10 +127,14 @@ class EvalProgress:
     score: ImageScore
 
 
-def widths_needed(modes: Sequence[WidthMode], scale: ScalePair) -> list[float]:
+def mode_width(mode: WidthMode, scale: ScalePair, widths: Sequence[float] = WIDTHS) -> float:
+    """The width a row runs at: the scale group's for ``auto``, else the fixed width (one of ``widths``)."""
+    return width_for_scale(*scale, widths=widths) if mode == AUTO else check_width(float(mode), widths)
+
+
+def widths_needed(modes: Sequence[WidthMode], scale: ScalePair, widths: Sequence[float] = WIDTHS) -> list[float]:
     """The distinct widths the model must run at for ``scale``: fixed widths plus the group width for auto."""
-    widths = {width_for_scale(*scale) if mode == AUTO else check_width(float(mode)) for mode in modes}
-    return sorted(widths)
+    return sorted({mode_width(mode, scale, widths) for mode in modes})
 
 
 def evaluate(
@@ -151,7 +156,8 @@ def evaluate(
     if not modes and not bicubic:
         raise ValueError("nothing to evaluate: no width modes and no bicubic row")
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    runs_per_image = sum(len(widths_needed(modes, scale)) + int(bicubic) for scale in scales)
+    widths = model.widths if model is not None else WIDTHS
+    runs_per_image = sum(len(widths_needed(modes, scale, widths)) + int(bicubic) for scale in scales)
     total = runs_per_image * sum(len(paths) for paths in datasets.values())
     scores: list[ImageScore] = []
     done = 0
@@ -176,7 +182,7 @@ def evaluate(
                     scores.append(ran(reference.score(upscaled, BICUBIC, None, time.perf_counter() - started)))
                 by_width: dict[float, ImageScore] = {}
                 lr_float = lr.to(device=device, dtype=torch.float32)[None] / 255
-                for width in widths_needed(modes, scale):
+                for width in widths_needed(modes, scale, widths):
                     assert model is not None
                     started = time.perf_counter()
                     output = model.upscale(lr_float, out_size, width, scale, compute_dtype=compute_dtype)
@@ -184,7 +190,7 @@ def evaluate(
                     output = quantize(output[0].float()).cpu()
                     by_width[width] = ran(reference.score(output, row_label(width), width, seconds))
                 for mode in modes:
-                    width = width_for_scale(*scale) if mode == AUTO else check_width(float(mode))
+                    width = mode_width(mode, scale, widths)
                     scores.append(dataclasses.replace(by_width[width], row=row_label(mode)))
     return scores
 
@@ -196,7 +202,7 @@ class _Reference:
     dataset: str
     image: str
     scale: ScalePair
-    #: Shaved Y of the HR crop (:func:`models.metrics.scored_luma`), computed once.
+    #: Shaved Y of the HR crop (:func:`models.evaluation.metrics.scored_luma`), computed once.
     luma: torch.Tensor
 
     def score(self, output: torch.Tensor, row: str, width: float | None, seconds: float) -> ImageScore:
@@ -248,16 +254,12 @@ class SubnetCost:
 
 def parameters_used(model: AnySR, width: float) -> int:
     """Parameters a forward pass at ``width`` reads (all of them at full width)."""
-    regions = used_regions(model, check_width(width))
-    total = 0
-    for name, parameter in model.named_parameters():
-        total += parameter[regions[name]].numel() if name in regions else parameter.numel()
-    return total
+    return _parameters_used(model, model.check_width(width))
 
 
 def subnet_cost(model: AnySR, scale: ScalePair, width: float, out_size: tuple[int, int]) -> SubnetCost:
     """Cost of upscaling to a fixed ``out_size`` at ``scale`` (LR = round(out / s)), as the paper's Table 3
     measures it ("consistent pixel size for upsampling SR images on all scales")."""
     lr_size = (max(1, round(out_size[0] / scale[0])), max(1, round(out_size[1] / scale[1])))
-    flops = count_flops(model.spec, lr_size, out_size, width).total
+    flops = count_flops(model, lr_size, out_size, width).total
     return SubnetCost(width=width, parameters=parameters_used(model, width), flops=flops)

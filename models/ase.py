@@ -1,7 +1,8 @@
-"""Layers that run at a width prefix: a narrow subnet uses the first k filters of the full weights.
+"""Any-scale enhancement (ASE) with feature interweaving: the paper's way of telling a block the scale.
 
-Slicing happens at call time on the shared parameters, so every width trains and runs the same
-tensors and gradients only reach the used prefix (Algorithm 1's "update only Θ[1:|Θ_t|]").
+ASE gates the k channels a sliced sub-block produced by an MLP of their pooled values interwoven with
+the scale pair. Shared by every backbone (EDSR-baseline gates each block's conv1 output, RDN each dense
+block's last layer), so the ablations (``ase: false``, ``interweave: false``) mean the same thing on each.
 """
 
 from __future__ import annotations
@@ -10,16 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class SlicedConv2d(nn.Conv2d):
-    """A 3×3 (or k×k) convolution whose output and/or input channels can be cut to a prefix."""
-
-    def forward_sliced(self, x: torch.Tensor, out_channels: int | None = None) -> torch.Tensor:
-        """Convolve ``x`` (its channel count picks the input prefix) into ``out_channels`` filters."""
-        out = self.out_channels if out_channels is None else out_channels
-        weight = self.weight[:out, : x.shape[1]]
-        bias = self.bias[:out] if self.bias is not None else None
-        return F.conv2d(x, weight, bias, self.stride, self.padding)
+from models.parts import Regions
+from models.slicing import prefix_box
 
 
 def interweave_layout(channels: int, chunk: int) -> list[int]:
@@ -28,10 +21,7 @@ def interweave_layout(channels: int, chunk: int) -> list[int]:
     After each *complete* chunk of ``chunk`` channels a (s_h, s_w) pair is inserted, so the vector of a
     narrow subnet is a prefix of the full one and the scale always meets the same W1 columns.
     """
-    positions = []
-    for c in range(channels):
-        positions.append(c + 2 * (c // chunk))
-    return positions
+    return [c + 2 * (c // chunk) for c in range(channels)]
 
 
 def ase_input_size(channels: int, chunk: int, interweave: bool) -> int:
@@ -42,20 +32,20 @@ def ase_input_size(channels: int, chunk: int, interweave: bool) -> int:
 
 
 class AnyScaleEnhancement(nn.Module):
-    """ASE: gate conv1's k channels by an MLP of (pooled features, scale pairs).
+    """ASE: gate a sub-block's k channels by an MLP of (pooled features, scale pairs).
 
     Gate = 2·sigmoid(W2[:k] · ReLU(W1[:, :len] · v)). The factor 2 and W2 = 0 at initialisation make
     the gate exactly 1 at step 0, so a model rebuilt from non-ASE (stage-1) weights computes the same
     function as before; the paper's plain sigmoid would halve every block's features (gate 0.5).
     """
 
-    def __init__(self, n_feats: int, hidden: int, chunk: int, interweave: bool) -> None:
+    def __init__(self, channels: int, hidden: int, chunk: int, interweave: bool) -> None:
         super().__init__()
-        self.n_feats = n_feats
+        self.channels = channels
         self.chunk = chunk
         self.interweave = interweave
-        self.fc1 = nn.Linear(ase_input_size(n_feats, chunk, interweave), hidden)
-        self.fc2 = nn.Linear(hidden, n_feats)
+        self.fc1 = nn.Linear(ase_input_size(channels, chunk, interweave), hidden)
+        self.fc2 = nn.Linear(hidden, channels)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
@@ -80,11 +70,18 @@ class AnyScaleEnhancement(nn.Module):
         gate = 2.0 * torch.sigmoid(F.linear(hidden, self.fc2.weight[:channels], self.fc2.bias[:channels]))
         return features * gate[:, :, None, None]
 
+    def macs(self, channels: int) -> int:
+        """MACs of one gate for ``channels`` active channels (once per image, whatever its size)."""
+        inputs = ase_input_size(channels, self.chunk, self.interweave)
+        return inputs * self.fc1.out_features + self.fc1.out_features * channels
 
-class SlicedMLP(nn.Module):
-    """A ReLU MLP whose hidden layers can be cut to a width prefix (the slim decoder)."""
-
-    def __init__(self, in_features: int, hidden: tuple[int, ...], out_features: int) -> None:
-        super().__init__()
-        sizes = (in_features, *hidden, out_features)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+    def used_regions(self, channels: int) -> Regions:
+        """W1's first columns (the prefix vector) and W2's first ``channels`` rows, relative to this module."""
+        if channels == self.channels:
+            return {}
+        inputs = ase_input_size(channels, self.chunk, self.interweave)
+        return {
+            "fc1.weight": (prefix_box(None, inputs),),
+            "fc2.weight": (prefix_box(channels),),
+            "fc2.bias": (prefix_box(channels),),
+        }

@@ -26,10 +26,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from models.anysr import AnySR, build_model
-from models.data import PatchSampler, TrainBatch
-from models.prefix import used_regions
-from models.spec import ModelSpec
-from models.widths import SCALE_GROUP_BOUNDS, WIDTHS
+from models.devices import resolve_device
+from models.prefix import restore_unused, snapshot_unused
+from models.registry import resolve_spec
+from models.spec import DEFAULT_SPEC, ModelSpec, migrate_flat_spec
+from models.training.data import PatchSampler, TrainBatch
+from models.widths import GROUP_COUNT, SCALE_GROUP_BOUNDS, WIDTHS, group_width
 
 log = logging.getLogger("anysr.train")
 
@@ -49,8 +51,10 @@ class TrainConfig:
     stage: int = 1
     #: Stage 2: model checkpoint (safetensors) of stage 1 to start from; ASE starts as identity.
     init_from: str | None = None
-    #: Overrides of :class:`ModelSpec` fields (stage 1 uses ase: false).
-    spec: dict[str, Any] = field(default_factory=dict)
+    #: The model, as a spec naming registered parts: ``{encoder: {name, args}, decoder: {name, args}}``.
+    #: Omitted parts and arguments take the product defaults (EDSR-baseline + LIIF); stage 1 sets
+    #: ``encoder: {name: edsr-baseline, args: {ase: false}}``.
+    model: dict[str, Any] = field(default_factory=lambda: DEFAULT_SPEC.to_dict())
     batch_size: int = 8
     patch: int = 48
     queries: int = 2304
@@ -77,6 +81,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        if "spec" in data:  # configs written before the registry: flat EDSR-baseline + LIIF overrides
+            if "model" in data:
+                raise ValueError("give the model as 'model' ({encoder, decoder}); 'spec' is the old flat form")
+            data["model"] = migrate_flat_spec(data.pop("spec")).to_dict()
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -88,19 +97,15 @@ class TrainConfig:
             raise ValueError("stage 2 needs init_from: a stage-1 checkpoint")
         if not 0.0 <= config.reset_p <= 1.0:
             raise ValueError(f"reset_p must be in [0, 1], got {config.reset_p}")
+        resolve_spec(config.model_spec())  # unknown parts or arguments fail here, not after data loading
         return config
 
     def model_spec(self) -> ModelSpec:
-        return ModelSpec.from_dict(self.spec)
+        return ModelSpec.from_dict(self.model)
 
     def torch_device(self) -> torch.device:
         """The device named by ``device``; "auto" picks CUDA when it is available."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} asked for, but CUDA is not available")
-        return device
+        return resolve_device(self.device)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -112,16 +117,19 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
 
 
-def draw_scale_and_width(config: TrainConfig, generator: torch.Generator) -> tuple[float, float]:
+def draw_scale_and_width(
+    config: TrainConfig, generator: torch.Generator, widths: tuple[float, ...] = WIDTHS
+) -> tuple[float, float]:
     """(scale, width) of the next batch. Stage 1: s ~ U(min, max) at full width. Stage 2 (Algorithm 1):
-    group t uniform, s ~ U(interval of t), width w_t, reset to full width with probability ``reset_p``."""
+    group t uniform, s ~ U(interval of t), the model's width w_t for that group (``widths``), reset to full
+    width with probability ``reset_p``."""
     draws = torch.rand(3, generator=generator).tolist()
     if config.stage == 1:
         return config.scale_min + draws[0] * (config.scale_max - config.scale_min), 1.0
-    group = min(int(draws[0] * len(WIDTHS)), len(WIDTHS) - 1)
+    group = min(int(draws[0] * GROUP_COUNT), GROUP_COUNT - 1)
     low, high = GROUP_INTERVALS[group]
     scale = low + draws[1] * (high - low)
-    width = 1.0 if draws[2] < config.reset_p else WIDTHS[group]
+    width = 1.0 if draws[2] < config.reset_p else group_width(group, widths)
     return scale, width
 
 
@@ -136,11 +144,15 @@ class BatchProducer:
         generator: torch.Generator,
         device: torch.device | None = None,
         depth: int = 2,
+        widths: tuple[float, ...] = WIDTHS,
+        whole_grid: bool = False,
     ):
         self.sampler = sampler
         self.config = config
         self.generator = generator
         self.device = device
+        self.widths = widths
+        self.whole_grid = whole_grid
         self.items: queue.Queue[tuple[TrainBatch, float, torch.Tensor] | BaseException] = queue.Queue(depth)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="batch-producer", daemon=True)
@@ -149,8 +161,10 @@ class BatchProducer:
     def _run(self) -> None:
         try:
             while not self.stopped.is_set():
-                scale, width = draw_scale_and_width(self.config, self.generator)
-                batch = self.sampler.sample(self.config.batch_size, (scale, scale), self.generator, self.device)
+                scale, width = draw_scale_and_width(self.config, self.generator, self.widths)
+                batch = self.sampler.sample(
+                    self.config.batch_size, (scale, scale), self.generator, self.device, whole_grid=self.whole_grid
+                )
                 item = (batch, width, self.generator.get_state())
                 while not self.stopped.is_set():
                     try:
@@ -215,35 +229,14 @@ def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return load_file(str(path)), json.loads(metadata["anysr.train_meta"])
 
 
-#: A parameter, copies of it and of its Adam moments, and the region of it that a width uses.
-_Snapshot = list[tuple[torch.nn.Parameter, list[torch.Tensor], tuple[slice, ...]]]
-
-
-def _snapshot_unused(model: AnySR, optimizer: torch.optim.Adam, width: float) -> _Snapshot:
-    """Copies of every parameter (and its Adam moments) that the width leaves partly unused."""
-    regions = used_regions(model, width)
-    saved: _Snapshot = []
-    for name, param in model.named_parameters():
-        if name in regions:
+def _adam_moments(optimizer: torch.optim.Adam) -> dict[torch.nn.Parameter, list[torch.Tensor]]:
+    """Each parameter's Adam moments (absent before its first step)."""
+    moments = {}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
             state = optimizer.state.get(param, {})
-            moments = [state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]
-            saved.append((param, [param.detach().clone(), *[m.clone() for m in moments]], regions[name]))
-    return saved
-
-
-def _restore_unused(saved: _Snapshot, optimizer: torch.optim.Adam) -> None:
-    """Put back everything outside each used region, so only the prefix moved (Algorithm 1).
-
-    Slices only (no boolean masks): on CUDA a masked assignment synchronises the host on every
-    parameter, which would stall each narrow-width step.
-    """
-    for param, copies, region in saved:
-        state = optimizer.state.get(param, {})
-        live = [param.data, *[state[k] for k in ("exp_avg", "exp_avg_sq") if k in state]]
-        for target, copy in zip(live, copies):
-            updated = target[region].clone()
-            target.copy_(copy)
-            target[region] = updated
+            moments[param] = [state[key] for key in ("exp_avg", "exp_avg_sq") if key in state]
+    return moments
 
 
 def train_step(
@@ -252,20 +245,20 @@ def train_step(
     """One update of Algorithm 1: a single forward of ``batch`` at ``width``, L1 loss, backward, Adam step.
 
     At a narrow width only the used prefix may move: gradients outside it are zero, but Adam would still
-    move those weights on old momentum, so everything outside :func:`used_regions` (weights and both
-    moments) is put back after the step. The caller sets the learning rate. Returns the detached loss and
+    move those weights on old momentum, so everything outside :meth:`AnySR.used_regions` (weights and both
+    moments) is put back after the step. A ``grid`` decoder gets the batch's whole HR grid. The caller sets the learning rate. Returns the detached loss and
     prediction (B, Q, 3), for logging; both stay on the model's device, so a GPU step never waits on the host.
     """
     lr = batch.lr.contiguous(memory_format=torch.channels_last) if config.channels_last else batch.lr
     with torch.autocast(lr.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        prediction = model(lr, batch.coord, batch.cell, width, batch.scale)
+        prediction = model(lr, batch.coord, batch.cell, width, batch.scale, grid=batch.grid)
     loss = F.l1_loss(prediction.float(), batch.rgb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    saved = _snapshot_unused(model, optimizer, width) if width < 1.0 else []
+    saved = snapshot_unused(model, _adam_moments(optimizer), width) if width < 1.0 else []
     optimizer.step()
     if saved:
-        _restore_unused(saved, optimizer)
+        restore_unused(saved, _adam_moments(optimizer))
     return loss.detach(), prediction.detach()
 
 
@@ -278,7 +271,8 @@ def build_initial_model(config: TrainConfig) -> AnySR:
     if config.init_from:
         from models.checkpoint import load_weights_into
 
-        load_weights_into(config.init_from, model, allow_missing_ase=config.model_spec().ase)
+        # A stage-1 file has no ASE tensors; the rebuilt model's ASE then starts at its identity init.
+        load_weights_into(config.init_from, model, allow_missing_ase=True)
     return model
 
 
@@ -380,7 +374,9 @@ def train(config: TrainConfig, max_steps: int | None = None, quiet: bool = False
     sampler = PatchSampler.from_folders(config.data_dirs, config.patch, config.queries)
     # Taken before the producer starts drawing: the state a checkpoint at this step must hold.
     last_generator_state = generator.get_state()
-    producer = BatchProducer(sampler, config, generator, device)
+    producer = BatchProducer(
+        sampler, config, generator, device, widths=model.widths, whole_grid=model.query_mode == "grid"
+    )
     first_step = meta["step"]
     stop_at = config.steps if max_steps is None else min(config.steps, first_step + max_steps)
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""models/sliced_layers.py: prefix convolutions, the ASE block and its interweaving layout."""
+"""models/slicing.py and models/ase.py: prefix convolutions and MLPs, the ASE block and its interweaving layout."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.sliced_layers import (
-    AnyScaleEnhancement,
-    SlicedConv2d,
-    SlicedMLP,
-    ase_input_size,
-    interweave_layout,
-)
+from models.ase import AnyScaleEnhancement, ase_input_size, interweave_layout
+from models.slicing import SlicedConv2d, SlicedMLP, mlp_regions, prefix_box
 from models.widths import WIDTHS, channels_at
 
 FULL_CHANNELS = 64
@@ -158,3 +153,25 @@ def test_sliced_mlp_layer_sizes() -> None:
         (256, 256),
         (256, 3),
     ]
+
+
+def test_mlp_regions_cover_the_sliced_rows_and_columns_of_each_layer() -> None:
+    regions = mlp_regions("mlp", [256, 256], [128, 128])
+    assert regions == {
+        "mlp.layers.0.weight": (prefix_box(128, None),),
+        "mlp.layers.0.bias": (prefix_box(128),),
+        "mlp.layers.1.weight": (prefix_box(128, 128),),
+        "mlp.layers.1.bias": (prefix_box(128),),
+        "mlp.layers.2.weight": (prefix_box(None, 128),),
+        "mlp.layers.2.bias": (prefix_box(None),),
+    }
+    assert mlp_regions("mlp", [256, 256], [256, 256]) == {}
+
+
+def test_ase_regions_are_the_prefix_vector_and_rows() -> None:
+    ase = make_ase()
+    assert ase.used_regions(FULL_CHANNELS) == {}
+    regions = ase.used_regions(32)
+    assert regions["fc1.weight"] == (prefix_box(None, 36),)
+    assert regions["fc2.weight"] == (prefix_box(32),)
+    assert ase.macs(32) == 36 * 128 + 128 * 32

@@ -1,6 +1,6 @@
 """LIIF's decoding written the original way, for equivalence tests and speed comparisons; never for serving.
 
-:class:`models.liif.LIIFDecoder` computes LIIF's ``query_rgb`` in a cheaper order (the first MLP layer
+:class:`models.decoders.liif.LIIFDecoder` computes LIIF's ``query_rgb`` in a cheaper order (the first MLP layer
 applied once per LR pixel as a 3×3 convolution, an index gather per query). This module computes the same
 function the way the LIIF paper's code does, so the two can be compared:
 
@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from models.anysr import AnySR, ScaleLike, scale_tensor
 from models.coords import make_cell, make_coord
-from models.liif import LIIFDecoder
-from models.widths import check_width
+from models.decoders.liif import LIIFDecoder
 
 #: LIIF's shift that keeps a query lying exactly on a cell border from being ambiguous.
 _EPS_SHIFT = 1e-6
@@ -36,7 +35,7 @@ def reference_query_rgb(
     """LIIF ``query_rgb``: RGB normalised to [-1, 1] at ``coord`` (B, Q, 2) from ``features`` (B, C, h, w).
 
     ``cell`` (B, Q, 2) holds output-pixel sizes in [-1, 1] units. Returns (B, Q, 3), the same quantity as
-    ``decoder.query(decoder.prepare(features, width), coord, cell, width)``.
+    ``decoder.query_normalised(decoder.prepare(features, lr, width, scale), coord, cell, width)``.
     """
     batch, channels, height, width_px = features.shape
     queries = coord.shape[1]
@@ -89,7 +88,7 @@ def reference_forward(
     model: AnySR, lr: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, width: float, scale: ScaleLike
 ) -> torch.Tensor:
     """The reference counterpart of :meth:`AnySR.forward`: RGB in [0, 1] units (unclamped), (B, Q, 3)."""
-    width = check_width(width)
+    width = model.check_width(width)
     features = model.encoder(lr, width, scale_tensor(scale, lr.shape[0], lr.device))
     return reference_query_rgb(model.decoder, features, coord, cell, width) * 0.5 + 0.5
 
@@ -107,7 +106,7 @@ def reference_upscale(
 
     Encodes once and queries ``query_chunk`` output pixels at a time, as LIIF's ``batched_predict`` does.
     """
-    width = check_width(width)
+    width = model.check_width(width)
     batch, _, height, width_px = lr.shape
     out_h, out_w = out_size
     if scale is None:

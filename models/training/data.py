@@ -12,35 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from models.coords import make_coord
+from models.images import list_images, load_image
 from models.resize import imresize_uint8
-
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """Decode an image file to a (3, H, W) uint8 tensor; grayscale is repeated to three channels."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def list_images(folders: Iterable[str | Path]) -> list[Path]:
-    """All image files directly inside ``folders``, sorted for reproducibility."""
-    paths: list[Path] = []
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder not found: {folder}")
-        paths.extend(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-    if not paths:
-        raise FileNotFoundError(f"no images in {[str(f) for f in folders]}")
-    return paths
 
 
 @dataclass
@@ -52,6 +28,8 @@ class TrainBatch:
     cell: torch.Tensor  # (B, Q, 2) HR pixel size in the same units
     rgb: torch.Tensor  # (B, Q, 3) ground truth in [0, 1]
     scale: tuple[float, float]  # (s_h, s_w) of the batch
+    #: (H, W) when the queries are the whole HR crop in row-major order (for ``grid`` decoders), else None.
+    grid: tuple[int, int] | None = None
 
 
 class PatchSampler:
@@ -89,8 +67,13 @@ class PatchSampler:
         scale: tuple[float, float],
         generator: torch.Generator,
         device: torch.device | str | None = None,
+        whole_grid: bool = False,
     ) -> TrainBatch:
         """A batch whose every item is upscaled by ``scale`` (s_h, s_w) from a ``patch`` × ``patch`` LR.
+
+        The queries are ``queries`` HR pixels drawn at random (LIIF's way), or with ``whole_grid`` every
+        HR pixel of the crop in row-major order (what a decoder that attends over the whole grid, like
+        SRNO, trains on).
 
         Every random draw happens here on the CPU generator, item by item, so the batch sequence does not
         depend on ``device``. The uint8 crops are then stacked and sent to ``device`` once, where the whole
@@ -100,7 +83,7 @@ class PatchSampler:
         crop_h = round(self.patch * scale[0])
         crop_w = round(self.patch * scale[1])
         pixels = crop_h * crop_w
-        count = min(self.queries, pixels)
+        count = pixels if whole_grid else min(self.queries, pixels)
         crops, chosen = [], []
         for _ in range(batch_size):
             crop = self._crop(crop_h, crop_w, generator)
@@ -112,7 +95,10 @@ class PatchSampler:
             if flips[2] and crop_h == crop_w:
                 crop = crop.transpose(-1, -2)
             crops.append(crop)
-            chosen.append(torch.randperm(pixels, generator=generator)[:count])
+            if whole_grid:
+                chosen.append(torch.arange(pixels))
+            else:
+                chosen.append(torch.randperm(pixels, generator=generator)[:count])
         hr_uint8 = torch.stack(crops).to(device)  # (B, 3, H, W)
         index = torch.stack(chosen).to(device)  # (B, Q)
         lr = imresize_uint8(hr_uint8, (self.patch, self.patch)).float() / 255
@@ -120,7 +106,8 @@ class PatchSampler:
         rgb = torch.gather(hr, 2, index[:, None, :].expand(-1, 3, -1)).transpose(1, 2)
         coord = make_coord(crop_h, crop_w, device=hr.device)[index]
         cell = torch.tensor([2.0 / crop_h, 2.0 / crop_w], device=hr.device).expand(batch_size, count, 2)
-        return TrainBatch(lr=lr, coord=coord, cell=cell, rgb=rgb.contiguous(), scale=scale)
+        grid = (crop_h, crop_w) if whole_grid else None
+        return TrainBatch(lr=lr, coord=coord, cell=cell, rgb=rgb.contiguous(), scale=scale, grid=grid)
 
 
 def min_image_side(images: list[torch.Tensor]) -> int:

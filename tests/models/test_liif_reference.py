@@ -1,8 +1,7 @@
-"""models/reference_liif.py: the original-order LIIF really is the original order, and matches the model."""
+"""models/decoders/liif_reference.py: the original-order LIIF really is the original order, and matches the model."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -10,12 +9,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.anysr import AnySR
-from models.liif import decoder_hidden_sizes
-from models.reference_liif import reference_forward, reference_query_rgb, reference_upscale
+from models.decoders.liif_reference import reference_forward, reference_query_rgb, reference_upscale
 from models.spec import TINY_SPEC
 from models.widths import WIDTHS
 
-MODES = {"slim": TINY_SPEC, "paper": dataclasses.replace(TINY_SPEC, slim_decoder=False)}
+MODES = {"slim": TINY_SPEC, "paper": TINY_SPEC.replace_args(decoder={"slim": False})}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -52,10 +50,10 @@ def test_reference_runs_the_whole_mlp_four_times_per_query(
     spec = MODES[mode]
     decoder = tiny_model_factory(spec).decoder
     queries = 37
-    features = torch.randn(1, spec.n_feats, 4, 5)
+    features = torch.randn(1, decoder.feat_dim // 9, 4, 5)
     coord = torch.rand(1, queries, 2) * 2 - 1
     cell = torch.full((1, queries, 2), 0.1)
-    sizes = [spec.n_feats * 9 + 4, *decoder_hidden_sizes(spec, width), 3]
+    sizes = [decoder.feat_dim + 4, *decoder.hidden_sizes(width), 3]
     mlp_macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         reference_query_rgb(decoder, features, coord, cell, width)

@@ -17,7 +17,7 @@ No per-query ``(Q, 4)`` geometry tensor, no ``K = 4`` matrix product, no fresh a
 per-query element-wise work is what remains besides the matrix products, and it is what makes the time
 of a narrow width stop tracking its FLOPs, so it is kept to two passes per layer. The matrix products
 are those of :meth:`LIIFDecoder.query` minus its per-query (4 → h1) geometry product;
-:func:`models.liif.decoder_macs` counts what runs here.
+:meth:`LIIFDecoder.macs` counts what runs here.
 
 Training never uses this module (it samples random queries and needs autograd); inference only.
 """
@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from models.liif import LIIFDecoder, nearest_cells
+from models.decoders.liif import LIIFDecoder, nearest_cells
+from models.parts import per_image
 
 #: The four ensemble shifts in LIIF's order; prediction k is weighted by the area of prediction 3 - k.
 _SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
@@ -60,9 +61,9 @@ class GridDecoder:
         self.batch = batch
         self.lr_width = width_px
         self.dtype = compute_dtype
-        ys = _per_image(ys.to(device=device, dtype=torch.float32), batch, "ys")
-        xs = _per_image(xs.to(device=device, dtype=torch.float32), batch, "xs")
-        cell = _per_image(cell.to(device=device, dtype=torch.float32), batch, "cell")
+        ys = per_image(ys.to(device=device, dtype=torch.float32), batch, "ys")
+        xs = per_image(xs.to(device=device, dtype=torch.float32), batch, "xs")
+        cell = per_image(cell.to(device=device, dtype=torch.float32), batch, "cell")
         self.out_width = xs.shape[1]
         self.queries = ys.shape[1] * self.out_width
 
@@ -95,7 +96,7 @@ class GridDecoder:
         self._scratch: torch.Tensor | None = None
 
     def decode(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """RGB normalised to [-1, 1] of flat queries ``start:stop`` (row-major) of every image: (B, 3, n).
+        """RGB in [0, 1] (not clamped) of flat queries ``start:stop`` (row-major) of every image: (B, 3, n).
 
         Channels-first, so a whole image's output is already NCHW. Equals ``decoder.query`` on the same
         coordinates (transposed) up to float rounding. ``out`` (B, 3, n) float32, if given, receives the
@@ -126,7 +127,8 @@ class GridDecoder:
                 weight = areas[(-shift_y, -shift_x)] / total
                 for image in range(self.batch):
                     out[image].addcmul_(prediction[:, image * count : (image + 1) * count], weight[image])
-        return out
+        # The blend weights sum to 1, so converting the blend from LIIF's [-1, 1] units converts each part.
+        return out.mul_(0.5).add_(0.5)
 
     def _row_tables(self, shift_y: int, segments: list[tuple[int, int, int, int]]) -> list[list[torch.Tensor]]:
         """Per image and segment: the picked LR rows plus each output row's coordinate term, (R·w, h1).
@@ -196,15 +198,6 @@ def _add_relu_(target: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
     if target.device.type == "cpu" and target.dtype == torch.float32 and target.is_contiguous():
         return torch.ops.aten._add_relu_(target, addend)
     return target.add_(addend).relu_()
-
-
-def _per_image(values: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-    """(n,) shared by the batch → (B, n); (B, n) passes through; anything else is an error naming ``name``."""
-    if values.dim() == 1:
-        return values[None].expand(batch, -1)
-    if values.dim() == 2 and values.shape[0] == batch:
-        return values
-    raise ValueError(f"{name} must have shape (n,) or ({batch}, n), got {tuple(values.shape)}")
 
 
 def _row_segments(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:

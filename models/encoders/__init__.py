@@ -1,0 +1,3 @@
+"""Backbones. Importing this package registers every built-in encoder (one module each)."""
+
+from models.encoders import edsr  # noqa: F401

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         result = importlib.import_module(module_name).check(repos[part])
         row = result.as_dict() | {"seconds": round(time.perf_counter() - started, 1)}
         results.append(row)
-        print(f"{part:<8} max abs diff {result.max_abs_diff:.2e} (outputs up to {result.output_scale:.2f})  {result.case}")
+        print(
+            f"{part:<8} max abs diff {result.max_abs_diff:.2e} (outputs up to {result.output_scale:.2f})  {result.case}"
+        )
         for note in result.notes:
             print(f"{'':<8} {note}")
     for line in skipped:

@@ -58,9 +58,7 @@ def neutral_model(spec: ModelSpec, seed: int = 0) -> AnySR:
     return model.eval()
 
 
-def map_state(
-    ours: Mapping[str, torch.Tensor], rename: Callable[[str], str | None]
-) -> dict[str, torch.Tensor]:
+def map_state(ours: Mapping[str, torch.Tensor], rename: Callable[[str], str | None]) -> dict[str, torch.Tensor]:
     """Our state dict under the public code's names: ``rename`` gives the public name, or None to skip (ASE)."""
     mapped = {}
     for name, tensor in ours.items():

@@ -46,7 +46,9 @@ class PublicCodeError(RuntimeError):
     """The public code failed; the message carries its stderr."""
 
 
-def run_public(repo: Path, snippet: str, inputs: dict[str, torch.Tensor], timeout_s: float = 600) -> dict[str, torch.Tensor]:
+def run_public(
+    repo: Path, snippet: str, inputs: dict[str, torch.Tensor], timeout_s: float = 600
+) -> dict[str, torch.Tensor]:
     """Run ``snippet`` with ``repo`` as the working directory and first path entry; return its ``outputs``."""
     repo = Path(repo).resolve()
     if not repo.is_dir():

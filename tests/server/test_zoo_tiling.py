@@ -35,12 +35,14 @@ def fresh_runner(combo: tuple[str, str]) -> ModelRunner:
     return ModelRunner(build_model(tiny_spec(*combo)), RunnerConfig())
 
 
-def tiled(runner: ModelRunner, image: torch.Tensor, width: float, halo: int | None = None) -> tuple[torch.Tensor, int]:
-    """The server's path (plan, one job per tile, stitch) as (3, H, W) floats, and the tile count."""
+def tiled(
+    runner: ModelRunner, image: torch.Tensor, width: float, halo: int | None = None, tile_size: int = 10
+) -> tuple[torch.Tensor, int]:
+    """The server's path (plan, one job per tile, stitch) as unclamped (3, H, W) floats, and the tile count."""
     if halo is None:
-        plan = plan_for_model(runner.model, LR_SIZE, OUT_SIZE, tile_size=10)
+        plan = plan_for_model(runner.model, LR_SIZE, OUT_SIZE, tile_size=tile_size)
     else:
-        plan = plan_tiles(LR_SIZE, OUT_SIZE, tile_size=10, halo=halo, alignment=runner.model.alignment)
+        plan = plan_tiles(LR_SIZE, OUT_SIZE, tile_size=tile_size, halo=halo, alignment=runner.model.alignment)
     scale = (OUT_SIZE[0] / LR_SIZE[0], OUT_SIZE[1] / LR_SIZE[1])
     key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
     outputs = []
@@ -62,7 +64,7 @@ def test_tiles_equal_the_whole_image_at_every_width(combo: tuple[str, str]) -> N
         if model.is_global:
             assert count == 1
         else:
-            assert count >= 6
+            assert count > 1
         torch.testing.assert_close(stitched.clamp(0, 1), whole, rtol=0, atol=EXACT_ATOL)
 
 
@@ -71,12 +73,22 @@ def test_a_halo_one_pixel_short_of_the_radius_is_not_exact(combo: tuple[str, str
     """The radius is tight, not padded: with one pixel less the tiles disagree with the whole image."""
     runner = fresh_runner(combo)
     model = runner.model
-    # Random biases everywhere, so features at the window border really differ from the whole image's.
+    # Random biases, and weights scaled up so a pixel at the edge of the receptive field still moves the
+    # output well above float noise after the many layers between them (in the tiny RDN, 11).
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("bias") and ".ase." not in name:
+            if ".ase." in name:
+                continue
+            if name.endswith("bias"):
                 param.uniform_(-0.3, 0.3)
+            elif param.dim() == 4:
+                param.mul_(3.0)
     image = torch.rand(3, *LR_SIZE, generator=torch.Generator().manual_seed(3))
-    stitched, _ = tiled(runner, image, 1.0, halo=model.receptive_radius - 1)
-    whole = model.upscale(image[None], OUT_SIZE, 1.0)[0]
-    assert (stitched.clamp(0, 1) - whole).abs().max() > 2 * EXACT_ATOL
+    whole, count = tiled(runner, image, 1.0, tile_size=max(LR_SIZE))
+    assert count == 1
+    short, _ = tiled(runner, image, 1.0, halo=model.receptive_radius - 1)
+    exact, _ = tiled(runner, image, 1.0)
+    exact_error = float((exact - whole).abs().max() / whole.abs().max())
+    short_error = float((short - whole).abs().max() / whole.abs().max())
+    assert exact_error < 1e-5
+    assert short_error > 10 * max(exact_error, 1e-7), (short_error, exact_error)

@@ -252,9 +252,10 @@ def test_axe_finds_no_accessibility_violations(driver, server, image):
     source = Path(axe_js).read_text()
     open_page(driver, server)
     assert run_axe(driver, source) == []
+    save_screenshot(driver, SHOTS / "0-empty.png")
     element(driver, "file").send_keys(str(image))
     wait(driver, lambda d: "px" in text(d, "file-info"), "the image preview")
     submit_and_wait(driver)
     submit_and_wait(driver, "compare")
     assert run_axe(driver, source) == []
-    save_screenshot(driver, SHOTS / "5-after-axe.png")
+    save_screenshot(driver, SHOTS / "5-result-and-compare.png")

@@ -17,7 +17,11 @@ const LOSSY = ["jpeg", "webp"];
 const CROP = 128; // output pixels per side of the 1:1 crop
 const MIX_WINDOW_MS = 60000;
 
-const state = { model: null, file: null, input: null, inputUrl: null, afterUrl: null, crop: { x: 0.5, y: 0.5 }, busy: false, mix: [], compared: [] };
+const state = {
+  model: null, file: null, input: null, inputUrl: null, afterUrl: null,
+  crop: { x: 0.5, y: 0.5 }, // centre of the 1:1 crop, as fractions of the output
+  busy: false, mix: [], compared: [],
+};
 
 const widthLabel = (width) => Number(width).toFixed(1); // as the server labels widths
 const count = (n) => n.toLocaleString("en-US");

@@ -83,6 +83,8 @@ def wait(driver, condition, what: str) -> None:
 def open_page(driver, server: str, image: Path | None = None) -> None:
     driver.get(server + "/")
     wait(driver, lambda d: "widths" in text(d, "model-line"), "the model description")
+    # The first /metrics poll is the width mix's baseline: let it land before this test's upscales.
+    wait(driver, lambda d: "updated" in text(d, "s-note"), "the first live-status poll")
     driver.get_log("performance")  # start each test's network record empty
     if image is not None:
         element(driver, "file").send_keys(str(image))

@@ -164,6 +164,21 @@ def test_forced_width_is_honoured(driver, server, image):
     save_screenshot(driver, SHOTS / "2-forced-width-0.5.png")
 
 
+def test_separate_height_and_width_scales(driver, server, image):
+    open_page(driver, server, image)
+    element(driver, "per-axis").click()
+    set_value(driver, "scale-h", "1.5")
+    set_value(driver, "scale-w", "2.5")
+    submit_and_wait(driver)
+    [answer] = responses(driver, "/upscale")
+    assert answer["status"] == 200 and "scale_h=1.5" in answer["url"] and "scale_w=2.5" in answer["url"]
+    assert text(driver, "r-size") == f"{round(INPUT_SIZE[1] * 2.5)}×{round(INPUT_SIZE[0] * 1.5)} px"
+    query = {"size": "60x80", "scale_h": 1.5, "scale_w": 2.5}
+    full = httpx.get(f"{server}/v1/model", params=query).json()["flops"]["per_width"]["1.0"]["flops"]
+    share = round(100 * int(answer["headers"]["x-anysr-flops"]) / full)
+    wait(driver, lambda d: f"{share}% of width 1.0" in text(d, "r-share"), "the share of full width")
+
+
 def test_compare_view_runs_every_width(driver, server, image):
     open_page(driver, server, image)
     set_value(driver, "scale", "2.3")

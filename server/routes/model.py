@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 
 from models.flops import count_flops
 from models.widths import SCALE_GROUP_BOUNDS, group_width
-from server.deps import ServiceDep
+from server.deps import LimitsDep, ServiceDep
 from server.errors import BadRequest
 from server.metrics import width_label
+from server.routes.upscale import resolve_scales
 
 router = APIRouter(tags=["model"])
 
@@ -31,11 +32,14 @@ def parse_size(text: str) -> tuple[int, int]:
 @router.get("/v1/model", summary="Describe the model and FLOPs per width")
 async def describe_model(
     service: ServiceDep,
+    limits: LimitsDep,
     size: Annotated[str, Query(description="Input size HxW (height x width) for the FLOPs table.")] = "256x256",
     scale: Annotated[float, Query(description="Scale for the FLOPs table.")] = 2.0,
+    scale_h: Annotated[float | None, Query(description="Vertical scale (overrides scale).")] = None,
+    scale_w: Annotated[float | None, Query(description="Horizontal scale (overrides scale).")] = None,
 ) -> dict[str, Any]:
     lr_size = parse_size(size)
-    out_size = service.output_size(lr_size, scale, scale)
+    out_size = service.output_size(lr_size, *resolve_scales(scale, scale_h, scale_w))
     plan = service.plan(lr_size, out_size)
     info = service.model_info
     model = service.model
@@ -72,6 +76,15 @@ async def describe_model(
         "served_widths": list(service.policy.widths),
         "scale_groups": group_widths,
         "scale_range": {"min_exclusive": service.scale_limits.min_scale, "max": service.scale_limits.max_scale},
+        "limits": {
+            "max_body_bytes": limits.max_body_bytes,
+            "max_input_pixels": limits.decode.max_input_pixels,
+            "max_output_pixels": service.scale_limits.max_output_pixels,
+            "input_formats": list(limits.decode.formats),
+            "output_formats": list(limits.output_formats),
+            "default_quality": limits.default_quality,
+            "request_timeout_s": limits.request_timeout_s,
+        },
         "policy": {
             "mode": service.policy.mode,
             "fixed_width": service.policy.fixed_width,

@@ -8,7 +8,7 @@ import torch
 from models import TINY_SPEC, build_model, count_flops
 from server.model_source import untrained_info
 from server.tiling import plan_tiles
-from tests.server.helpers import TINY_META, TestClient, make_app
+from tests.server.helpers import TINY_META, TestClient, fast_settings, make_app
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,27 @@ def test_untrained_models_are_labelled():
     assert body["untrained"] is True
     assert "UNTRAINED" in body["warning"]
     assert body["sha256"] is None
+
+
+def test_per_axis_scales_and_the_request_limits(client):
+    body = client.get("/v1/model", params={"size": "40x50", "scale_h": 2, "scale_w": 3}).json()
+    assert body["flops"]["output_size"] == [80, 150]
+    plan = plan_tiles((40, 50), (80, 150), tile_size=16, halo=TINY_META.receptive_radius)
+    assert body["flops"]["per_width"]["1.0"]["flops"] == plan.flops(TINY_META, 1.0)
+    settings = fast_settings()
+    assert body["limits"] == {
+        "max_body_bytes": settings.max_body_bytes,
+        "max_input_pixels": settings.max_input_pixels,
+        "max_output_pixels": settings.max_output_pixels,
+        "input_formats": list(settings.input_formats),
+        "output_formats": list(settings.output_formats),
+        "default_quality": settings.default_quality,
+        "request_timeout_s": settings.request_timeout_s,
+    }
+
+
+def test_limits_follow_the_settings():
+    settings = fast_settings(output_formats="png,webp", max_input_pixels=10_000)
+    with TestClient(make_app(settings)) as client:
+        limits = client.get("/v1/model").json()["limits"]
+    assert limits["output_formats"] == ["png", "webp"] and limits["max_input_pixels"] == 10_000

@@ -104,7 +104,7 @@ class MetaSRDecoder(Decoder):
     def query(self, prepared: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor, width: float) -> torch.Tensor:
         """RGB in [0, 1] at ``coord`` (B, Q, 2) for output pixels of size ``cell`` (B, Q, 2): (B, Q, 3)."""
         batch, channels, height, width_px = prepared.shape
-        hidden_units = self._check_table(channels, width)
+        hidden_units = self.table_hidden_size(channels, width)
         index_y, rel_y = corner_cells(coord[..., 0], cell[..., 0], height)
         index_x, rel_x = corner_cells(coord[..., 1], cell[..., 1], width_px)
         r_rev = cell[..., 0] * (height / 2)
@@ -154,7 +154,7 @@ class MetaSRDecoder(Decoder):
     def used_regions(self, width: float) -> Regions:
         return mlp_regions("mlp", [self.config.hidden], [self.hidden_size(width)])
 
-    def _check_table(self, channels: int, width: float) -> int:
+    def table_hidden_size(self, channels: int, width: float) -> int:
         """Hidden units at ``width``, after checking a table of ``channels`` was prepared at that width."""
         hidden = self.hidden_size(width)
         if channels != 3 * hidden + 3:
@@ -210,7 +210,7 @@ class MetaSRGridDecoding:
         compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         batch, channels, height, width_px = prepared.shape
-        self.hidden = decoder._check_table(channels, width)
+        self.hidden = decoder.table_hidden_size(channels, width)
         device = prepared.device
         self.batch = batch
         self.lr_width = width_px

@@ -20,7 +20,7 @@ once per LR pixel, as one 3×3 convolution of the features into 3·hidden + 3 ch
 a query only computes its hidden vector (3 → hidden) and a 3 × hidden contraction with its pixel's row
 of the table. On an output grid even the hidden layer's input is separable (the relative y depends on
 the row only, the relative x on the column only, r_rev on the image only), and every query of an LR
-pixel shares one table row, so :class:`MetaSRGridDecoding` contracts a whole block of queries with one
+pixel (by its corner) shares one table row, so :class:`MetaSRGridDecoding` contracts a whole block of queries with one
 row in a single matrix product. LIIF's MetaSR predicts in [-1, 1] units (its data are normalised); the
 table folds the conversion to [0, 1] into its filters, so no query pays for it.
 
@@ -171,8 +171,8 @@ def corner_cells(coord: torch.Tensor, cell: torch.Tensor, size: int) -> tuple[to
     LR-pixel units (in [0, 1) except at the clamped image border). The query path and the grid path share
     this function, so they always pick the same pixels.
     """
-    # In float64: near the far border a float32 corner is off by ~size/2 ulps of LR pixel, which is what
-    # made tiles (small frames) and the whole image (large frame) disagree there by more than rounding.
+    # In float64: a float32 corner is off by up to ~size/2 ulps of an LR pixel, and Meta-SR's output depends
+    # on the position directly, so tiles (small frames) and the whole image (a large one) disagreed more.
     corner = coord.double() - cell.double() / 2
     nudged = (corner + _EPS_SHIFT).clamp(-1 + 1e-6, 1 - 1e-6)
     index = ((nudged + 1) * (size / 2)).floor().long().clamp(0, size - 1)

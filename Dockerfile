@@ -47,6 +47,7 @@ COPY models ./models
 COPY server ./server
 COPY loadtest ./loadtest
 COPY cli ./cli
+COPY anysr_ray ./anysr_ray
 # A regular (not editable) install: the runtime image carries no source tree. pip and setuptools are
 # only needed to install, so they leave the environment here, and the import check after that fails
 # the build, not the first start, if a module or dependency is missing or needed them.

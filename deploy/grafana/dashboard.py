@@ -268,7 +268,7 @@ def render() -> str:
 
 def main() -> None:
     OUTPUT.write_text(render())
-    print(f"wrote {OUTPUT}")  # noqa: T201 (a command-line tool)
+    print(f"wrote {OUTPUT}")
 
 
 if __name__ == "__main__":

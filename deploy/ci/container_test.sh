@@ -165,7 +165,11 @@ digest=$(sha256sum "$wheel" | cut -d' ' -f1)
 quoted=$("$PYTHON" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1]))' "$(basename "$wheel")")
 printf '<!DOCTYPE html><html><body><a href="/files/%s#sha256=%s">%s</a></body></html>\n' \
     "$quoted" "$digest" "$(basename "$wheel")" > "$index/simple/torch/index.html"
-index_port=$(free_port)
+# A fixed port when free: the index URL is a build argument, so a new port each run would miss
+# Docker's layer cache from the torch layer on.
+index_port=${ANYSR_CI_INDEX_PORT:-47651}
+"$PYTHON" -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$index_port" 2> /dev/null \
+    || index_port=$(free_port)
 "$PYTHON" -m http.server --bind 127.0.0.1 --directory "$index" "$index_port" > "$WORK/index.log" 2>&1 &
 index_pid=$!
 torch_index=http://127.0.0.1:$index_port/simple

@@ -41,7 +41,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
     # -- model -----------------------------------------------------------------------------------
-    weights: Path = Field(DEFAULT_WEIGHTS, description="Safetensors weights file (the spec travels inside it).")
+    weights: Path = Field(
+        DEFAULT_WEIGHTS,
+        description="Safetensors weights file (the spec travels inside it). A relative path is looked up in "
+        "data_dir, then the working directory, then the source tree the package runs from.",
+    )
+    data_dir: Path | None = Field(
+        None, description="Directory searched first for a relative weights path (none = skip this step)."
+    )
     allow_untrained: bool = Field(
         False,
         description="If the weights file is missing, serve a randomly initialised model (smoke tests only; "

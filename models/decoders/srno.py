@@ -14,13 +14,17 @@ computed in a cheaper order:
 
 - The lift is linear, so its feature part is applied once per LR pixel and per ensemble shift
   (:meth:`SRNODecoder.prepare`: four 1×1 projections), and each output pixel blends the four gathered
-  rows by area. The coordinate part is separable on a grid: a term per output row plus one per column.
-- Training renders the whole grid (:meth:`SRNODecoder.render`) as SRNO does. Inference
+  rows. The coordinate part is separable on a grid: a term per output row plus one per column.
+- Training renders the whole grid (:meth:`SRNODecoder.render`), the attention in SRNO's order. Inference
   (:class:`SRNOGridDecoding`) runs in chunks with memory bounded by the chunk: ``LN(k)ᵀ LN(v)`` is a sum
   over pixels, so pass l accumulates layer l's sum over all chunks (recomputing the layers before it
   from the gathered lift, which costs no products), and only then are chunks decoded. Once a layer's
   d × d matrices are known its query projection, attention and first MLP layer are one linear map, so
   they fold into one width × width matrix per image.
+
+One departure: the ensemble's blend weights drop SRNO's 1e-9 guard and factorise per axis
+(:func:`axis_blend`), which changes nothing measurable except at output pixels sitting exactly on a
+border LR cell's centre (odd integer scales), where SRNO's weights are 0/0 and decided by rounding.
 
 The "slim" option slices the attention width by whole heads (a prefix of heads keeps every head's
 LayerNorm and its q/k/v rows intact) and the head MLP's hidden layer, with the encoder's width;
@@ -84,7 +88,11 @@ class SRNOPrepared(NamedTuple):
 
 
 class HeadNorm(nn.Module):
-    """SRNO's per-head LayerNorm: (x − mean) / (unbiased std + eps) with an affine of its own per head."""
+    """SRNO's per-head LayerNorm: (x − mean) / (unbiased std + eps) with an affine of its own per head.
+
+    The std is summed out by hand: PyTorch's CPU ``std`` (a Welford reduction) is several times slower
+    on d = 16 values per token and took about half of an accumulation pass.
+    """
 
     def __init__(self, heads: int, head_dim: int) -> None:
         super().__init__()
@@ -93,9 +101,10 @@ class HeadNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (..., H′, d) for the first H′ heads."""
-        heads = x.shape[-2]
+        heads, head_dim = x.shape[-2], x.shape[-1]
         centred = x - x.mean(-1, keepdim=True)
-        return centred / (x.std(-1, keepdim=True) + _NORM_EPS) * self.weight[:heads] + self.bias[:heads]
+        std = (centred.square().sum(-1, keepdim=True) / (head_dim - 1)).sqrt()
+        return centred / (std + _NORM_EPS) * self.weight[:heads] + self.bias[:heads]
 
 
 class GalerkinLayer(nn.Module):
@@ -120,28 +129,24 @@ class GalerkinLayer(nn.Module):
         weight = self.qkv.weight[: 3 * width, :width].view(heads, 3, self.head_dim, width)
         return weight, self.qkv.bias[: 3 * width].view(heads, 3, self.head_dim)
 
-    def normalised_kv(self, x: torch.Tensor, heads: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """LN(k), LN(v) of tokens ``x`` (B, n, w′) as (B, H′, n, d) float32, products in ``dtype``."""
-        weight, bias = self.projections(heads)
-        kv_weight = weight[:, 1:].reshape(-1, weight.shape[-1]).to(dtype)
-        kv = F.linear(x.to(dtype), kv_weight, bias[:, 1:].reshape(-1).to(dtype)).float()
-        kv = kv.view(*x.shape[:2], heads, 2, self.head_dim)
-        keys = self.k_norm(kv[..., 0, :]).transpose(1, 2)
-        values = self.v_norm(kv[..., 1, :]).transpose(1, 2)
-        return keys, values
+    def kernel(self, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Σ over tokens of LN(k)ᵀ LN(v) per head: (B, H′, d, d) from (B, n, H′, d) projections."""
+        return torch.matmul(self.k_norm(keys).permute(0, 2, 3, 1), self.v_norm(values).transpose(1, 2))
 
     def forward(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         """The whole grid's tokens ``x`` (B, N, w′) at ``heads`` heads, as SRNO orders the work."""
         batch, tokens, width = x.shape
         weight, bias = self.projections(heads)
         qkv = F.linear(x, weight.reshape(-1, width), bias.reshape(-1)).view(batch, tokens, heads, 3, self.head_dim)
-        queries = qkv[..., 0, :].transpose(1, 2)
-        keys = self.k_norm(qkv[..., 1, :]).transpose(1, 2)
-        values = self.v_norm(qkv[..., 2, :]).transpose(1, 2)
-        kernel = torch.matmul(keys.transpose(-2, -1), values) / tokens
-        attention = torch.matmul(queries, kernel).transpose(1, 2).reshape(batch, tokens, width)
+        kernel = self.kernel(qkv[..., 1, :], qkv[..., 2, :]) / tokens
+        attention = torch.matmul(qkv[..., 0, :].transpose(1, 2), kernel).transpose(1, 2).reshape(batch, tokens, width)
         hidden = F.gelu(F.linear(attention + x, self.out1.weight[:width, :width], self.out1.bias[:width]))
         return x + F.linear(hidden, self.out2.weight[:width, :width], self.out2.bias[:width])
+
+    def kv_projection(self, heads: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k and v rows of ``qkv`` for the first ``heads`` heads, (2w′, w′) and (2w′,), in ``dtype``."""
+        weight, bias = self.projections(heads)
+        return weight[:, 1:].reshape(-1, weight.shape[-1]).to(dtype), bias[:, 1:].reshape(-1).to(dtype)
 
     def folded(self, kernel: torch.Tensor, dtype: torch.dtype) -> FoldedLayer:
         """The layer once its kernels LN(k)ᵀ LN(v) / N (B, H′, d, d) are known: one linear map per image.
@@ -384,8 +389,8 @@ class GridLift:
         images = torch.arange(self.batch, device=row_of.device)[:, None]
         height, width_px = self.lr_size
         x = self.row_terms.index_select(0, (images * self.ys.shape[-1] + row_of).reshape(-1))
-        x = x + self.column_terms.index_select(0, (images * self.out_width + column_of).reshape(-1))
-        x = x.view(self.batch, count, -1) + self.constant
+        x.add_(self.column_terms.index_select(0, (images * self.out_width + column_of).reshape(-1)))
+        x = x.view(self.batch, count, -1).add_(self.constant)
         for k, (sy, sx) in enumerate(_SHIFTS):
             pixel = (
                 images * (height * width_px)
@@ -394,7 +399,7 @@ class GridLift:
             )
             gathered = self.tables.index_select(0, (pixel * 4 + k).reshape(-1)).view(self.batch, count, -1)
             blend = self.row_blend[sy][:, row_of] * self.column_blend[sx][:, column_of]
-            x = x + gathered * blend[..., None].to(self.dtype)
+            x.addcmul_(gathered, blend[..., None].to(self.dtype))
         return x
 
     def sample_points(self, start: int, stop: int) -> torch.Tensor:
@@ -463,12 +468,13 @@ class SRNOGridDecoding:
 
     def _kernel(self, layer: GalerkinLayer) -> torch.Tensor:
         """LN(k)ᵀ LN(v) / N of ``layer`` over the whole grid, summed block by block: (B, H′, d, d)."""
+        weight, bias = layer.kv_projection(self.heads, self.dtype)
         kernel = None
         step = max(1, PASS_BLOCK_QUERIES // self.batch)
         for start in range(0, self.queries, step):
             x = self._tokens(start, min(start + step, self.queries))
-            keys, values = layer.normalised_kv(x, self.heads, self.dtype)
-            block = torch.matmul(keys.transpose(-2, -1).to(self.dtype), values.to(self.dtype)).float()
+            kv = F.linear(x.to(self.dtype), weight, bias).float().view(self.batch, -1, self.heads, 2, layer.head_dim)
+            block = layer.kernel(kv[..., 0, :], kv[..., 1, :])
             kernel = block if kernel is None else kernel.add_(block)
         assert kernel is not None
         return kernel / self.queries

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from models.coords import make_cell, make_coord
+from models.flops import count_flops
 from models.spec import ModelSpec
 from tools.public_code.common import CheckResult, map_state, max_abs_diff, neutral_model
 from tools.public_code.liif import public_name as liif_public_name
@@ -56,6 +57,11 @@ with torch.no_grad():
     for index in range(int(inputs["cases"])):
         coord, cell = inputs[f"coord{index}"], inputs[f"cell{index}"]
         outputs[f"rgb{index}"] = model.query_rgb(coord, cell) * 0.5 + 0.5
+    # What their whole forward costs, as FlopCounterMode counts it (first case, first image).
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        model(((inputs["lr"] - 0.5) / 0.5)[:1], inputs["coord0"][:1], inputs["cell0"][:1])
+    outputs["flops0"] = torch.tensor(counter.get_total_flops(), dtype=torch.float64)
 """
 
 
@@ -105,6 +111,8 @@ def check(repo: Path) -> CheckResult:
         grid_diffs.append(max_abs_diff(ours_grid[index], theirs[f"rgb{index}"].clamp(0, 1))[0])
         scales.append(magnitude)
     sizes = " and ".join(f"{h}x{w}" for h, w in OUT_SIZES)
+    their_flops = int(theirs["flops0"])
+    our_flops = count_flops(model, LR_SIZE, OUT_SIZES[0], 1.0).total
     return CheckResult(
         part="srno",
         repository=REPOSITORY,
@@ -116,5 +124,7 @@ def check(repo: Path) -> CheckResult:
         notes=(
             "render (training path) " + ", ".join(f"{d:.1e}" for d in render_diffs),
             "grid decoding (chunked, folded, clamped) " + ", ".join(f"{d:.1e}" for d in grid_diffs),
+            f"FLOPs of one {OUT_SIZES[0][0]}x{OUT_SIZES[0][1]} image: theirs {their_flops:,} (FlopCounterMode on "
+            f"their forward), ours {our_flops:,} (models.flops: chunked passes, folded attention)",
         ),
     )

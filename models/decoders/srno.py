@@ -414,10 +414,10 @@ def axis_blend(rel_minus: torch.Tensor, rel_plus: torch.Tensor) -> dict[int, tor
     SRNO weights shift (sy, sx) by the area |ry·rx| of the opposite shift over the sum of all four, each
     area plus 1e-9. Without the 1e-9 that is exactly the product of one factor per axis, since the sum of
     the areas is (|ry₋| + |ry₊|)(|rx₋| + |rx₊|). The factors are the limit SRNO's guard aims at: where both
-    shifts of an axis clamp to the same border cell on its centre (odd integer scales put the last
-    output row and column there) the axis sum is 0, SRNO's weights fall back to 1/4 each, or to whatever
-    1-ulp noise in its coordinates decides, and mix in the wrong neighbour along the other axis; here the
-    axis gives 1/2 to each shift (the same cell) and the other axis keeps its linear weights.
+    shifts of an axis clamp to the last LR cell and the query sits on its centre (at an odd integer scale
+    s, output row and column sN − (s + 1)/2 do) the axis sum is 0, and SRNO's weights fall back to 1/4
+    each, or to whatever 1-ulp noise in its coordinates decides, mixing in the wrong neighbour along the
+    other axis; here that axis gives 1/2 to each shift (the same cell) and the other keeps its linear weights.
     """
     minus, plus = rel_minus.abs(), rel_plus.abs()
     total = minus + plus

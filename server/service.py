@@ -160,8 +160,13 @@ class UpscaleService:
 
     # -- validate --------------------------------------------------------------------------------
 
-    def output_size(self, lr_size: tuple[int, int], scale_h: float, scale_w: float) -> tuple[int, int]:
-        """(H, W) = round(h·s_h), round(w·s_w); 422 if a scale or the output size is out of range."""
+    def output_size(
+        self, lr_size: tuple[int, int], scale_h: float, scale_w: float, serving: bool = True
+    ) -> tuple[int, int]:
+        """(H, W) = round(h·s_h), round(w·s_w); 422 if a scale or the output size is out of range.
+
+        ``serving=False`` (describing costs, not running them) skips the whole-image cap of a global model.
+        """
         limits = self.scale_limits
         for name, value in (("scale_h", scale_h), ("scale_w", scale_w)):
             if not math.isfinite(value) or not limits.min_scale < value <= limits.max_scale:
@@ -176,13 +181,17 @@ class UpscaleService:
                 f"output would be {out[1]}x{out[0]} = {out[0] * out[1]} pixels; at most "
                 f"{limits.max_output_pixels} are allowed (lower the scale or send a smaller image)",
             )
-        if self.tiles.whole_image and out[0] * out[1] > limits.max_whole_image_pixels:
+        if serving and not self.fits_whole_image(out):
             raise Unprocessable(
                 "output_too_large",
                 f"output would be {out[1]}x{out[0]} = {out[0] * out[1]} pixels; this model's decoder is global "
                 f"(it runs whole images, not tiles), so at most {limits.max_whole_image_pixels} are allowed",
             )
         return out
+
+    def fits_whole_image(self, out_size: tuple[int, int]) -> bool:
+        """Whether an output of ``out_size`` can be served: always when tiled, up to the cap when whole-image."""
+        return not self.tiles.whole_image or out_size[0] * out_size[1] <= self.scale_limits.max_whole_image_pixels
 
     # -- plan ------------------------------------------------------------------------------------
 

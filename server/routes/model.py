@@ -39,7 +39,7 @@ async def describe_model(
     scale_w: Annotated[float | None, Query(description="Horizontal scale (overrides scale).")] = None,
 ) -> dict[str, Any]:
     lr_size = parse_size(size)
-    out_size = service.output_size(lr_size, *resolve_scales(scale, scale_h, scale_w))
+    out_size = service.output_size(lr_size, *resolve_scales(scale, scale_h, scale_w), serving=False)
     plan = service.plan(lr_size, out_size)
     info = service.model_info
     model = service.model
@@ -102,6 +102,7 @@ async def describe_model(
         "flops": {
             "input_size": list(lr_size),
             "output_size": list(out_size),
+            "servable": service.fits_whole_image(out_size),
             "tiles": plan.count,
             "per_width": per_width,
         },

@@ -38,6 +38,9 @@ def test_a_weights_file_of_any_parts_is_served_by_its_own_widths(combo: tuple[st
         assert described["widths"] == list(model.widths) == described["served_widths"]
         assert described["tiling"]["whole_image"] is model.is_global
         assert described["tiling"]["halo"] == model.receptive_radius
+        # The FLOPs table describes any size; a global model says whether it would serve it.
+        assert described["flops"]["output_size"] == [512, 512]
+        assert described["flops"]["servable"] is (not model.is_global)
 
         png = encode(random_image(56, 60, seed=3))
         for width in model.widths:
@@ -57,7 +60,7 @@ def test_a_weights_file_of_any_parts_is_served_by_its_own_widths(combo: tuple[st
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_budget"
         if model.is_global:
             too_big = client.post("/upscale?scale=3", content=png, headers=RAW)  # 168 x 180 > 150 x 150
-            assert too_big.status_code == 422 and "global" in too_big.json()["message"]
+            assert too_big.status_code == 422 and "global" in too_big.json()["error"]["message"]
 
 
 def test_served_widths_must_be_the_models_own(tmp_path: Path) -> None:

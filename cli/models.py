@@ -72,13 +72,17 @@ def format_report(report: dict[str, Any]) -> str:
         widths = "/".join(width_label(width) for width in part["widths"])
         lines.append(f"  {part['name']:<14} widths {widths:<16} {part['summary']}")
     lines.append("decoders (upsamplers):")
+    described = []
     for part in report["decoders"]:
         notes = [part["query_mode"] + " queries"]
         if part["global"]:
             notes.append("global: served whole-image")
         if part["slim"]:
             notes.append("slim option")
-        lines.append(f"  {part['name']:<14} {', '.join(notes):<40} {part['summary']}")
+        described.append((part, ", ".join(notes)))
+    column = max(len(notes) for _, notes in described)
+    for part, notes in described:
+        lines.append(f"  {part['name']:<14} {notes:<{column}}  {part['summary']}")
     lines.append(
         "any encoder combines with any decoder: anysr flops --encoder E --decoder D; args: anysr models --json"
     )

@@ -39,4 +39,3 @@ def test_shipped_weights_score_as_recorded_on_set5(shared_dir: Path) -> None:
     for score in scores:
         expected = recorded[(score.image, score.scale, score.row)]
         assert score.psnr == pytest.approx(expected, abs=0.01), (score.image, score.scale, score.row)
-

@@ -57,6 +57,8 @@ from models.registry import PartConfig, register_decoder
 #: ArbSR's tolerance when it finds the LR pixel of an output pixel: a position within this below an LR
 #: pixel edge counts as past it, so float rounding never moves an exactly-on-edge pixel to the left one.
 _EDGE_EPSILON = 1e-3
+#: Zero pixels around the prepared table (the most a clamped 2 × 2 bilinear footprint needs).
+_BORDER = 2
 
 
 @dataclass(frozen=True)
@@ -227,10 +229,13 @@ class ScaleAwareUpsampler(nn.Module):
 class Prepared(NamedTuple):
     """What decoding an image needs: per LR pixel, the features and each expert's compressed features."""
 
-    #: (B, C + E·C/8, h, w) float32.
+    #: (B, h + 2p, w + 2p, C + E·C/8) float32, one row per LR pixel (the layout the bilinear gathers read),
+    #: with a zero border of p = 2 pixels, so sampling needs no bounds checks (see :meth:`hr_features`).
     table: torch.Tensor
     #: (B, 2): (1/s_h, 1/s_w).
     inverse_scale: torch.Tensor
+    #: The zero border's width.
+    border: int
 
 
 @register_decoder(
@@ -290,63 +295,78 @@ class ArbSRDecoder(Decoder):
         compressing before sampling is ArbSR's compress-after-sampling)."""
         compress = self.upsampler.compress  # (E, C/8, C)
         compressed = F.conv2d(features, compress.flatten(0, 1)[:, :, None, None].to(features.dtype))
-        table = torch.cat((features, compressed), dim=1).float().contiguous()
-        return Prepared(table, (1.0 / scale).float())
+        table = torch.cat((features, compressed), dim=1).float()
+        table = F.pad(table, (_BORDER,) * 4).permute(0, 2, 3, 1).contiguous()
+        return Prepared(table, (1.0 / scale).float(), _BORDER)
 
     def hr_features(
         self, prepared: Prepared, ys: torch.Tensor, xs: torch.Tensor, compute_dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
-        """Upsampled features (before the tail) at rows ``ys`` (B, R) × columns ``xs`` (B, W): (B, C, R, W).
+        """Upsampled features (before the tail) at rows ``ys`` (B, R) × columns ``xs`` (B, W): (B, R, W, C).
 
         Rows or columns outside the LR extent (|coordinate| >= 1: the halo beyond an image border) are zero,
         as the tail's zero padding makes them in the whole-image pass.
         """
-        table, inverse_scale = prepared
-        batch, _, height, width = table.shape
+        table, inverse_scale, pad = prepared
+        batch, padded_h, padded_w, _ = table.shape
+        height, width = padded_h - 2 * pad, padded_w - 2 * pad
         up = self.upsampler
         experts, compressed = up.compress.shape[:2]
+        channels = self.channels
         rows, columns = ys.shape[1], xs.shape[1]
 
-        # LR positions in pixel-edge units (pixel k spans [k, k + 1)), in float64 so that a tile and the
-        # whole image, whose coordinates differ by a whole number of LR pixels, sample the same points.
-        pos_y = (ys.double() + 1) * (height / 2)
-        pos_x = (xs.double() + 1) * (width / 2)
+        # Per row and column: the LR position in pixel-edge units (pixel k spans [k, k + 1)), in float64 so
+        # that a tile and the whole image, whose coordinates differ by whole LR pixels, agree; ArbSR's
+        # relative offset inside the LR pixel; the sampling centre (pixel k's centre at k) split into an
+        # integer and a float32 fraction, so per-pixel arithmetic stays float32 and exact enough.
+        pos_y, pos_x = (ys.double() + 1) * (height / 2), (xs.double() + 1) * (width / 2)
         rel_y = (pos_y - torch.floor(pos_y + _EDGE_EPSILON) - 0.5).float()
         rel_x = (pos_x - torch.floor(pos_x + _EDGE_EPSILON) - 0.5).float()
+        whole_y, whole_x = torch.floor(pos_y - 0.5), torch.floor(pos_x - 0.5)
+        frac_y, frac_x = (pos_y - 0.5 - whole_y).float(), (pos_x - 0.5 - whole_x).float()
 
         # Embedding layer 1 on (1/s_w, 1/s_h, rel_y, rel_x) is separable: image, row and column terms.
         w1 = up.embed1.weight.float()
         image_term = up.embed1.bias.float() + inverse_scale[:, 1:2] * w1[:, 0] + inverse_scale[:, 0:1] * w1[:, 1]
         row_term = rel_y[..., None] * w1[:, 2]  # (B, R, D)
-        column_term = rel_x[..., None] * w1[:, 3]  # (B, W, D)
-        hidden = F.relu(image_term[:, None, None, :] + row_term[:, :, None, :] + column_term[:, None, :, :])
+        column_term = rel_x[..., None] * w1[:, 3] + image_term[:, None, :]  # (B, W, D)
+        hidden = (row_term[:, :, None, :] + column_term[:, None, :, :]).relu_()
         hidden = hidden.reshape(batch * rows * columns, -1).to(compute_dtype)
         hidden = F.relu(F.linear(hidden, up.embed2.weight.to(compute_dtype), up.embed2.bias.to(compute_dtype)))
-        routing = torch.sigmoid(
-            F.linear(hidden, up.routing.weight.to(compute_dtype), up.routing.bias.to(compute_dtype)).float()
-        )  # (N, E)
+        routing = F.linear(hidden, up.routing.weight.to(compute_dtype), up.routing.bias.to(compute_dtype))
+        routing = torch.sigmoid(routing.float())  # (N, E)
         bound = float(self.config.max_offset)
         offset = F.linear(hidden, up.offset.weight.to(compute_dtype), up.offset.bias.to(compute_dtype)).float()
-        offset = offset.clamp(-bound, bound).view(batch, rows, columns, 2)
+        offset = offset.clamp(-bound, bound).view(batch, rows, columns, 2)  # (dx, dy)
 
-        # Bilinear sampling at pixel centres (centre of pixel k at k + 0.5), zero outside the LR image.
-        sample_y = pos_y[:, :, None] - 0.5 + offset[..., 1].double()
-        sample_x = pos_x[:, None, :] - 0.5 + offset[..., 0].double()
-        sampled = bilinear_sample(table, sample_y, sample_x)  # (N, C + E·C/8) float32
-        channels = self.channels
+        # Bilinear sampling at the offset centres, zero outside the LR image (the table's zero border).
+        at_y = frac_y[:, :, None] + offset[..., 1]
+        at_x = frac_x[:, None, :] + offset[..., 0]
+        step_y, step_x = torch.floor(at_y), torch.floor(at_x)
+        top = (whole_y.long() + pad)[:, :, None] + step_y.long()
+        left = (whole_x.long() + pad)[:, None, :] + step_x.long()
+        # A corner outside the image is moved to the table's edge: with a zero border of 2 pixels, all four
+        # pixels it reads there are zero, as the true ones (outside the image) are.
+        corner = top.clamp_(0, padded_h - 2) * padded_w + left.clamp_(0, padded_w - 2)
+        corner += (torch.arange(batch, device=table.device) * (padded_h * padded_w))[:, None, None]
+        sampled = bilinear(table.view(-1, table.shape[-1]), corner.view(-1), padded_w, at_y - step_y, at_x - step_x)
+
+        # Expert filters: mix each expert's compressed sample, then expand with every expert at once.
         mixed = (sampled[:, channels:].view(-1, experts, compressed) * routing[:, :, None]).sum(1)  # (N, C/8)
         weighted = (routing[:, :, None] * mixed[:, None, :]).flatten(1)  # (N, E·C/8): expert e's share
         expand = up.expand.permute(1, 0, 2).reshape(channels, experts * compressed)  # (C, E·C/8)
-        out = F.linear(weighted.to(compute_dtype), expand.to(compute_dtype)).float() + sampled[:, :channels]
+        out = torch.addmm(
+            sampled[:, :channels].to(compute_dtype), weighted.to(compute_dtype), expand.t().to(compute_dtype)
+        )
 
         inside = ((ys > -1) & (ys < 1))[:, :, None] & ((xs > -1) & (xs < 1))[:, None, :]
-        out = out.view(batch, rows, columns, channels) * inside[..., None]
-        return out.permute(0, 3, 1, 2)
+        return out.float().view(batch, rows, columns, channels).mul_(inside[..., None])
 
     def tail_rgb(self, features: torch.Tensor, compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The tail 3×3 convolution on HR features that carry their one-pixel halo: (B, 3, R - 2, W - 2) in [0, 1]."""
+        """The tail 3×3 convolution on HR features (B, R, W, C) that carry their one-pixel halo:
+        (B, 3, R - 2, W - 2) in [0, 1]."""
         weight, bias = self.tail.weight.to(compute_dtype), self.tail.bias.to(compute_dtype)
-        return F.conv2d(features.to(compute_dtype), weight, bias).float() * 0.5 + 0.5
+        return F.conv2d(features.permute(0, 3, 1, 2).to(compute_dtype), weight, bias).float() * 0.5 + 0.5
 
     def render(
         self, prepared: Prepared, ys: torch.Tensor, xs: torch.Tensor, cell: torch.Tensor, width: float
@@ -402,27 +422,22 @@ def with_halo(coords: torch.Tensor, spacing: torch.Tensor) -> torch.Tensor:
     return torch.cat((coords[:, :1] - step, coords, coords[:, -1:] + step), dim=1)
 
 
-def bilinear_sample(table: torch.Tensor, sample_y: torch.Tensor, sample_x: torch.Tensor) -> torch.Tensor:
-    """``table`` (B, K, h, w) sampled bilinearly at pixel-centre positions (B, R, W) (float64, pixel k's
-    centre at k): (B·R·W, K) float32, zero-padded outside the image (``grid_sample``'s zeros padding).
-    Differentiable in the table and in the positions."""
-    batch, depth, height, width = table.shape
-    rows = table.permute(0, 2, 3, 1).reshape(batch * height * width, depth)
-    top, left = torch.floor(sample_y), torch.floor(sample_x)
-    frac_y, frac_x = (sample_y - top).float(), (sample_x - left).float()
-    top, left = top.long(), left.long()
-    base = (torch.arange(batch, device=table.device) * (height * width))[:, None, None]
-    result = None
-    for dy, weight_y in ((0, 1 - frac_y), (1, frac_y)):
-        for dx, weight_x in ((0, 1 - frac_x), (1, frac_x)):
-            y, x = top + dy, left + dx
-            valid = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-            index = base + y.clamp(0, height - 1) * width + x.clamp(0, width - 1)
-            weight = (weight_y * weight_x * valid).reshape(-1, 1)
-            term = rows.index_select(0, index.reshape(-1)) * weight
-            result = term if result is None else result + term
-    assert result is not None
-    return result
+def bilinear(
+    rows: torch.Tensor, corner: torch.Tensor, row_length: int, weight_y: torch.Tensor, weight_x: torch.Tensor
+) -> torch.Tensor:
+    """Bilinear interpolation from a flat table of pixel rows (n, K): ``corner`` (N,) is each sample's top-left
+    pixel, ``weight_y``/``weight_x`` (any shape of N elements) its distance past it. (N, K); differentiable in
+    the table and in the weights."""
+    index = torch.stack((corner, corner + 1, corner + row_length, corner + row_length + 1))
+    corners = rows.index_select(0, index.view(-1)).view(4, corner.shape[0], rows.shape[1])
+    below, right = weight_y.reshape(-1, 1), weight_x.reshape(-1, 1)
+    above, left = 1 - below, 1 - right
+    return (
+        corners[0] * (above * left)
+        + corners[1] * (above * right)
+        + corners[2] * (below * left)
+        + corners[3] * (below * right)
+    )
 
 
 class ArbSRGridDecoding:
@@ -457,7 +472,7 @@ class ArbSRGridDecoding:
         #: Row and column coordinates with the one-pixel halo: row r of the grid is halo row r + 1.
         self.ys_halo = with_halo(ys, cell[:, 0])
         self.xs_halo = with_halo(xs, cell[:, 1])
-        #: Halo row index → its HR features (B, C, W + 2).
+        #: Halo row index → its HR features (B, W + 2, C).
         self._rows: dict[int, torch.Tensor] = {}
 
     def decode(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -470,8 +485,8 @@ class ArbSRGridDecoding:
             out = torch.empty(self.batch, 3, stop - start, dtype=torch.float32, device=self.ys_halo.device)
         filled = 0
         for row_start, row_stop, column_start, column_stop in row_segments(start, stop, width):
-            block = torch.stack([self._rows[row] for row in range(row_start, row_stop + 2)], dim=2)
-            rgb = self.decoder.tail_rgb(block[..., column_start : column_stop + 2], self.compute_dtype)
+            block = torch.stack([self._rows[row] for row in range(row_start, row_stop + 2)], dim=1)
+            rgb = self.decoder.tail_rgb(block[:, :, column_start : column_stop + 2], self.compute_dtype)
             count = (row_stop - row_start) * (column_stop - column_start)
             out[:, :, filled : filled + count] = rgb.flatten(2)
             filled += count
@@ -487,9 +502,9 @@ class ArbSRGridDecoding:
         index = torch.tensor(missing, device=self.ys_halo.device)
         features = self.decoder.hr_features(
             self.prepared, self.ys_halo[:, index], self.xs_halo, self.compute_dtype
-        )  # (B, C, len(missing), W + 2)
+        )  # (B, len(missing), W + 2, C)
         for position, row in enumerate(missing):
-            self._rows[row] = features[:, :, position]
+            self._rows[row] = features[:, position]
 
 
 def row_segments(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:

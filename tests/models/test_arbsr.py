@@ -79,6 +79,16 @@ def test_upscale_equals_a_plain_reference_of_arbsrs_upsampler(width: float) -> N
     torch.testing.assert_close(ours, expected.clamp(0, 1), rtol=0, atol=1e-5)
 
 
+def test_bfloat16_products_stay_close_to_float32() -> None:
+    """``compute_dtype`` runs the embedding, expert and tail products in bf16 (sampling stays float32)."""
+    model = tiny_model()
+    lr = torch.rand(1, 3, 8, 9)
+    full = model.upscale(lr, (19, 20), 1.0)
+    half = model.upscale(lr, (19, 20), 1.0, compute_dtype=torch.bfloat16)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, rtol=0, atol=3e-2)
+
+
 def test_chunks_decoded_out_of_order_give_the_same_pixels() -> None:
     """The row cache serves in-order chunks; any order recomputes rows and gives the same result."""
     model = tiny_model()

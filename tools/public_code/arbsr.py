@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from models.coords import make_cell, make_coord
-from models.decoders.arbsr import AdaptionBlock, ArbSRDecoder, ChannelAffine
+from models.decoders.arbsr import AdaptionBlock, ArbSRDecoder, ChannelAffine, Prepared
 from models.spec import ModelSpec
 from tools.public_code.common import CheckResult, max_abs_diff, neutral_model
 from tools.public_code.runner import run_public
@@ -176,16 +176,14 @@ def check(repo: Path) -> CheckResult:
     )
 
 
-def raw_offsets(
-    decoder: ArbSRDecoder, prepared: tuple[torch.Tensor, torch.Tensor], ys: torch.Tensor, xs: torch.Tensor
-) -> torch.Tensor:
+def raw_offsets(decoder: ArbSRDecoder, prepared: Prepared, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
     """The upsampler's offsets before the clamp at every output pixel (to show the clamp was inactive)."""
-    height, width = prepared[0].shape[-2:]
+    height, width = (size - 2 * prepared.border for size in prepared.table.shape[1:3])
     up = decoder.upsampler
     pos_y, pos_x = (ys.double() + 1) * (height / 2), (xs.double() + 1) * (width / 2)
     rel_y = (pos_y - torch.floor(pos_y + 1e-3) - 0.5).float()
     rel_x = (pos_x - torch.floor(pos_x + 1e-3) - 0.5).float()
-    inverse = prepared[1]
+    inverse = prepared.inverse_scale
     embedding = torch.stack(
         torch.broadcast_tensors(
             inverse[:, 1, None, None], inverse[:, 0, None, None], rel_y[:, :, None], rel_x[:, None, :]

@@ -26,7 +26,7 @@ from models.anysr import AnySR
 from models.devices import resolve_device
 from models.geometry import output_side
 from server.jobs import BatchKey, TileJob
-from server.runner import ModelRunner, RunnerConfig, resolve_precision
+from server.runner import ModelRunner, RunnerConfig
 from server.settings import Settings
 from server.tiling import TilePlan, crop_window, plan_for_model, tile_query
 
@@ -51,7 +51,7 @@ def tile_jobs(plan: TilePlan, lr: torch.Tensor, model: AnySR, count: int) -> lis
 def run_batching(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runner throughput per batch size at full width: (config, results)."""
     device = resolve_device(config.device)
-    precision = resolve_precision(config.dtype, device)
+    precision = config.dtype
     tile = config.resolved_batch_tile()
     model = make_model("slim", torch.device("cpu"), config.spec)
     side = 3 * tile
@@ -63,6 +63,7 @@ def run_batching(config: SuiteConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         model,
         RunnerConfig(device=str(device), precision=precision, query_chunk=query_chunk, torch_threads=config.threads),
     )
+    precision = runner.precision
     sizes = sorted(set(config.batch_sizes))
     jobs = tile_jobs(plan, lr, model, max(sizes))
     for size in sizes:

@@ -1,8 +1,10 @@
 """``anysr serve``: run the HTTP service (uvicorn) with settings from ``ANYSR_*`` env vars and flags.
 
 Flags are generated from ``server.settings.Settings`` (one per field, same name with dashes), so the
-two never drift; a flag given on the command line overrides the environment. Start-up stops with
-exit status 2 on an invalid setting or a missing weights file (unless ``--allow-untrained``).
+two never drift; a flag given on the command line overrides the environment. A relative weights path
+is resolved as ``server.model_source.weights_candidates`` says, so the default works from any
+directory. Start-up stops with exit status 2 on an invalid setting or a missing weights file (unless
+``--allow-untrained``), naming every place it looked.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.lifecycle import GracefulServer
+    from server.model_source import resolve_weights
     from server.settings import Settings
 
     try:
@@ -70,11 +73,16 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if not settings.weights.is_file() and not settings.allow_untrained:
+    found, looked = resolve_weights(settings.weights, settings.data_dir)
+    if found is not None:
+        settings = settings.model_copy(update={"weights": found})
+        logging.getLogger("anysr.server.model").info("weights file: %s", found)
+    elif not settings.allow_untrained:
+        places = "".join(f"\n    {path}" for path in looked)
         print(
-            f"anysr serve: weights file {settings.weights} not found.\n"
-            "  Train one (anysr train), point --weights / ANYSR_WEIGHTS at an existing file, or pass\n"
-            "  --allow-untrained to serve random weights (smoke tests only).",
+            f"anysr serve: weights file {settings.weights} not found; looked at:{places}\n"
+            "  Train one (anysr train), point --weights / ANYSR_WEIGHTS at an existing file (or ANYSR_DATA_DIR at\n"
+            "  a directory holding it), or pass --allow-untrained to serve random weights (smoke tests only).",
             file=sys.stderr,
         )
         return 2

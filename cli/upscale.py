@@ -63,7 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="if the weights file is missing, use a randomly initialised model (smoke tests only; labelled)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="where to run (auto)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 compute (fast on GPUs and bf16-capable CPUs)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="compute precision; auto: bf16 on CUDA, and on a CPU with native bf16 when a short probe finds it "
+        "faster and close to fp32, else fp32 (the server's rule) [auto]",
+    )
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: torch's)")
     parser.add_argument(
         "--max-output-pixels",
@@ -116,7 +122,13 @@ def upscale_file(args: argparse.Namespace) -> list[str]:
     model, weights_line, provenance = _load_model(args.weights, args.allow_untrained, device)
     load_s = time.perf_counter() - load_start
     choice = choose_width(args.width, plan, model.widths)
-    compute_dtype = torch.bfloat16 if args.bf16 else torch.float32
+    from models.precision import choose_precision
+
+    try:
+        precision = choose_precision(model, device, args.precision)
+    except ValueError as error:
+        raise CliError(f"--precision: {error}") from None
+    compute_dtype = precision.dtype
 
     lr = torch.from_numpy(image.rgb).permute(2, 0, 1)[None].to(device)
     rgb, infer_s = _infer(model, lr, plan, choice.width, compute_dtype, show_progress=not args.quiet)
@@ -136,11 +148,14 @@ def upscale_file(args: argparse.Namespace) -> list[str]:
         f"width {choice.width} ({choice.reason})",
         f"FLOPs {gflops(flops.total)} G (encoder {gflops(flops.encoder)} G + decoder {gflops(flops.decoder)} G; "
         "1 MAC = 2 FLOPs)",
-        f"time {infer_s:.2f} s inference on {device.type} ({'bf16' if args.bf16 else 'fp32'}{threads}), "
+        f"time {infer_s:.2f} s inference on {device.type} ({precision.precision}{threads}), "
         f"{flops.total / infer_s / 1e9:.1f} GFLOP/s; model load {load_s:.2f} s",
         weights_line,
     ]
-    lines += [f"note: {note}" for note in (*image.notes, *write_notes, *_bf16_notes(args.bf16, device))]
+    notes = [*image.notes, *write_notes, *_bf16_notes(precision.precision == "bf16", device)]
+    if precision.probe:  # auto ran the bf16 probe: say what it found
+        notes.append(f"precision {precision.reason}")
+    lines += [f"note: {note}" for note in notes]
     return lines
 
 

@@ -47,6 +47,7 @@ class Runner(Protocol):
     model: AnySR
     device: torch.device
     precision: str
+    precision_reason: str
 
     def run_batch(self, jobs: list[TileJob]) -> list[torch.Tensor]: ...
 
@@ -185,14 +186,16 @@ def create_app(
             metrics=metrics,
             device=str(served.device),
             precision=served.precision,
+            precision_reason=served.precision_reason,
         )
         lifecycle.mark_ready()
         metrics.ready.set(1)
         logger.info(
-            "ready: model %s, device %s, precision %s, policy %s, widths %s, %s%s",
+            "ready: model %s, device %s, precision %s (%s), policy %s, widths %s, %s%s",
             served.model.spec.label,
             served.device,
             served.precision,
+            served.precision_reason,
             settings.policy,
             policy.widths,
             "whole images (global decoder)" if served.model.is_global else f"tile {settings.tile_size} + halo {halo}",

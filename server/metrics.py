@@ -3,12 +3,14 @@
 One :class:`ServerMetrics` is built by ``create_app``; nothing registers on the global default
 registry, so two apps in one process (as in tests) never clash. Names follow ``anysr_<thing>_<unit>``,
 counters end in ``_total``, and every label value (widths, reasons, statuses) is created up front so
-series report zero before their first event. docs/serving.md lists them all.
+series report zero before their first event. The registry also carries prometheus_client's standard
+``process_*`` collector (resident memory, CPU seconds, open and max file descriptors, start time;
+Linux only), read from /proc at scrape time. docs/serving.md lists them all.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from models.widths import width_label as format_width
 from server.scheduler import REASONS
@@ -38,6 +40,8 @@ class ServerMetrics:
         """``widths``: the model's, when known already (the app declares them once the model is loaded)."""
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        # This process's memory, CPU and file descriptors: a leak or fd exhaustion shows here first.
+        ProcessCollector(registry=registry)
         self.request_duration = Histogram(
             "anysr_request_duration_seconds",
             "End-to-end time of successful upscale requests inside the server, by width.",
@@ -100,7 +104,8 @@ class ServerMetrics:
         self.in_flight = Gauge("anysr_in_flight_requests", "Upscale requests being handled.", registry=registry)
         self.cpu_utilisation = Gauge(
             "anysr_cpu_utilisation_ratio",
-            "Smoothed host CPU utilisation (0-1) the scheduler sees.",
+            "Smoothed CPU utilisation (0-1) by other processes the scheduler sees: within the container's CPU quota "
+            "when it has one, else on the host cores this process may use.",
             registry=registry,
         )
         self.gpu_utilisation = Gauge(

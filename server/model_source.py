@@ -31,6 +31,31 @@ class WeightsNotFound(FileNotFoundError):
         )
 
 
+#: The directory holding the ``server`` package: a source checkout's root (or an editable install of
+#: one), where the shipped ``weights/`` live. In a regular install it is site-packages, with no weights.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def weights_candidates(weights: Path, data_dir: Path | None) -> list[Path]:
+    """Where a weights path may be, in the order tried.
+
+    An absolute path is only itself. A relative one (the default, ``weights/anysr-edsr-liif.safetensors``)
+    is tried against ``data_dir`` (``ANYSR_DATA_DIR``), the working directory, then the source tree,
+    so ``anysr serve`` finds the shipped weights from any directory of a checkout or an editable
+    install, and an installed package finds them under a data directory named by the environment.
+    """
+    if weights.is_absolute():
+        return [weights]
+    bases = ([data_dir] if data_dir is not None else []) + [Path.cwd(), SOURCE_ROOT]
+    return list(dict.fromkeys((base / weights).absolute() for base in bases))
+
+
+def resolve_weights(weights: Path, data_dir: Path | None) -> tuple[Path | None, list[Path]]:
+    """The first candidate that is a file (None if none is), and every candidate looked at."""
+    candidates = weights_candidates(weights, data_dir)
+    return next((path for path in candidates if path.is_file()), None), candidates
+
+
 def count_parameters(model: AnySR) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 

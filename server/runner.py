@@ -19,14 +19,12 @@ import torch
 
 from models.anysr import AnySR
 from models.devices import resolve_device
+from models.precision import choose_precision
 from models.spec import ModelSpec
 from server.jobs import BatchKey, TileJob
 from server.tiling import Tile, crop_window, plan_tiles, tile_query
 
 logger = logging.getLogger("anysr.server.runner")
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -35,23 +33,13 @@ class RunnerConfig:
 
     #: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     device: str = "cpu"
-    #: ``auto`` (fp32 on CPU, bf16 on CUDA), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
-    precision: str = "auto"
+    #: ``auto`` (bf16 on CUDA; on CPU bf16 where a start-up probe shows it faster and close to fp32, else
+    #: fp32: :func:`models.precision.choose_precision`), ``fp32``, ``bf16`` or ``fp16`` (CUDA only).
+    precision: str = "fp32"
     #: Queries decoded per step across the whole batch; bounds decoder memory whatever the tile size.
     query_chunk: int = 65536
     #: torch intra-op threads (process-wide); None leaves torch's default.
     torch_threads: int | None = None
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → fp32 on CPU, bf16 on CUDA; fp16 is refused on CPU (slow and unsupported by some ops)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'fp32' or 'bf16'")
-    return precision
 
 
 class ModelRunner:
@@ -61,14 +49,18 @@ class ModelRunner:
         if config.query_chunk < 1:
             raise ValueError(f"query_chunk must be >= 1, got {config.query_chunk}")
         self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
         self.config = config
         self._configured_threads = threading.local()
         self._apply_thread_count()
         self._channels_last = self.device.type == "cpu"
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
         self.model = model.eval().to(device=self.device, memory_format=memory_format)
-        self.compute_dtype = _DTYPES[self.precision]
+        choice = choose_precision(self.model, self.device, config.precision)
+        #: The precision the model runs in, and why (logged and shown in /v1/model).
+        self.precision = choice.precision
+        self.precision_reason = choice.reason
+        self.precision_probe = choice.probe
+        self.compute_dtype = choice.dtype
 
     @property
     def spec(self) -> ModelSpec:

@@ -138,10 +138,12 @@ class UpscaleService:
         metrics: ServerMetrics,
         device: str = "cpu",
         precision: str = "fp32",
+        precision_reason: str = "",
     ) -> None:
         self.model = model
         self.device = device
         self.precision = precision
+        self.precision_reason = precision_reason
         self.model_info = model_info
         self.policy = policy
         self.scale_limits = scale_limits

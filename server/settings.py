@@ -41,7 +41,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
     # -- model -----------------------------------------------------------------------------------
-    weights: Path = Field(DEFAULT_WEIGHTS, description="Safetensors weights file (the spec travels inside it).")
+    weights: Path = Field(
+        DEFAULT_WEIGHTS,
+        description="Safetensors weights file (the spec travels inside it). A relative path is looked up in "
+        "data_dir, then the working directory, then the source tree the package runs from.",
+    )
+    data_dir: Path | None = Field(
+        None, description="Directory searched first for a relative weights path (none = skip this step)."
+    )
     allow_untrained: bool = Field(
         False,
         description="If the weights file is missing, serve a randomly initialised model (smoke tests only; "
@@ -49,7 +56,9 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto = fp32 on CPU, bf16 on CUDA; fp16 only on CUDA."
+        "auto",
+        description="auto = bf16 on CUDA; on a CPU, bf16 where it has native bf16 and a start-up probe finds "
+        "bf16 at least 1.2x faster and within 57 dB of fp32, else fp32; fp16 only on CUDA.",
     )
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (none = torch default).")
     widths: Annotated[tuple[float, ...] | None, NoDecode] = Field(

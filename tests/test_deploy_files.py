@@ -10,6 +10,7 @@ validating them with ``Settings``, metric names from the app's Prometheus regist
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 import shlex
 import tomllib
@@ -55,7 +56,8 @@ def validated_settings(env: dict[str, str]) -> Settings:
             continue
         name = key[len(ENV_PREFIX) :].lower()
         assert name in Settings.model_fields, f"{key} is not a setting (server/settings.py)"
-        overrides[name] = value
+        # As in the environment, where pydantic-settings reads "none" as unset (env_parse_none_str).
+        overrides[name] = None if value.strip().lower() == "none" else value
     return Settings(**overrides)
 
 
@@ -64,9 +66,10 @@ def validated_settings(env: dict[str, str]) -> Settings:
 _INTERPOLATION = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
-def interpolate(value: Any) -> Any:
-    """Compose's ``${VAR:-default}`` with every variable unset, as a fresh host has them."""
-    return _INTERPOLATION.sub(lambda match: match[2], value) if isinstance(value, str) else value
+def interpolate(value: Any, env: dict[str, str] | None = None) -> Any:
+    """Compose's ``${VAR:-default}`` with the variables in ``env`` set and every other unset."""
+    env = env or {}
+    return _INTERPOLATION.sub(lambda match: env.get(match[1], match[2]), value) if isinstance(value, str) else value
 
 
 def seconds(duration: str | int | float) -> float:
@@ -77,14 +80,6 @@ def seconds(duration: str | int | float) -> float:
     assert parts and "".join(number + unit for number, unit in parts) == duration, f"bad duration {duration!r}"
     scale = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
     return sum(float(number) * scale[unit] for number, unit in parts)
-
-
-def url_path_and_port(text: str) -> tuple[str, int]:
-    """The one ``http://127.0.0.1:PORT/PATH`` a health check command calls."""
-    found = re.findall(r"http://127\.0\.0\.1:(\d+|%s)(/[\w/]*)", text)
-    assert len(found) == 1, f"expected one local URL in {text!r}"
-    port, path = found[0]
-    return path, (int(port) if port != "%s" else -1)
 
 
 @cache
@@ -98,6 +93,16 @@ def dockerfile() -> list[tuple[str, str]]:
             instruction, _, arguments = line.strip().partition(" ")
             pairs.append((instruction.upper(), arguments.strip()))
     return pairs
+
+
+def image_healthcheck() -> tuple[str, dict[str, str]]:
+    """The route the image's HEALTHCHECK calls, and its flags; it must read the port from ANYSR_PORT."""
+    (healthcheck,) = [arguments for name, arguments in runtime_stage() if name == "HEALTHCHECK"]
+    flags = dict(re.findall(r"--([\w-]+)=(\S+)", healthcheck.split(" CMD ")[0]))
+    command = " ".join(yaml.safe_load(healthcheck.split(" CMD ", 1)[1]))
+    assert "os.environ.get('ANYSR_PORT'" in command and "127.0.0.1" in command, command
+    (path,) = re.findall(r"'(/\w+)'", command)
+    return path, flags
 
 
 def dockerfile_args(instruction: str) -> list[str]:
@@ -187,10 +192,12 @@ def test_image_settings_port_and_healthcheck_match_the_server():
     settings = validated_settings(env)
     assert dockerfile_args("EXPOSE") == [str(settings.port)]
     assert settings.host == "0.0.0.0", "the container must listen on all interfaces"
-    (healthcheck,) = [arguments for name, arguments in runtime_stage() if name == "HEALTHCHECK"]
-    path, port = url_path_and_port(healthcheck)
-    assert path in get_routes()
-    assert port in (-1, settings.port)  # -1: the port is read from ANYSR_PORT at run time
+    path, flags = image_healthcheck()
+    assert path == "/readyz" and path in get_routes()
+    # Docker 20.10 (Debian's, which CI builds with) refuses --start-interval; without it the interval
+    # alone decides how soon healthy follows ready (7 s here), so it must stay short.
+    assert set(flags) == {"interval", "timeout", "start-period", "retries"}
+    assert seconds(flags["interval"]) <= 5 and seconds(flags["timeout"]) < seconds(flags["interval"])
 
 
 def test_image_runs_the_server_as_non_root_and_stops_with_sigterm():
@@ -206,7 +213,12 @@ def test_image_runs_the_server_as_non_root_and_stops_with_sigterm():
 def test_build_context_and_copies_cover_every_package_and_the_weights():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = [pattern.rstrip("*") for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]]
-    copied = {arguments.split()[0].rstrip("/") for arguments in dockerfile_args("COPY") if "--from" not in arguments}
+    copied = {
+        source.rstrip("/")
+        for arguments in dockerfile_args("COPY")
+        if "--from" not in arguments
+        for source in arguments.split()[:-1]
+    }
     for package in packages:
         assert package in copied, f"Dockerfile does not COPY {package}/"
         assert dockerignore_allows(f"{package}/__init__.py"), f".dockerignore leaves out {package}/"
@@ -215,9 +227,89 @@ def test_build_context_and_copies_cover_every_package_and_the_weights():
     assert not dockerignore_allows(".venv/bin/python") and not dockerignore_allows("runs/stage1/state.safetensors")
     assert not dockerignore_allows("server/__pycache__/app.cpython-311.pyc")
     weights = Path(image_env()["ANYSR_WEIGHTS"])
-    assert "weights" in copied and weights.parent.name == "weights"
+    assert f"weights/{weights.name}" in copied and weights.parent.name == "weights"
     assert (ROOT / "weights" / weights.name).is_file(), f"weights/{weights.name} is not in the repository"
     assert dockerignore_allows(f"weights/{weights.name}")
+    # Only the served weights ship: not the stage-1 base they were trained from.
+    shipped = [path for path in (ROOT / "weights").glob("*.safetensors") if dockerignore_allows(f"weights/{path.name}")]
+    assert [path.name for path in shipped] == [weights.name]
+    assert not any("stage1" in arguments for arguments in dockerfile_args("COPY"))
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of the stage ``FROM ... AS name``."""
+    pairs = dockerfile()
+    starts = [index for index, (instruction, _) in enumerate(pairs) if instruction == "FROM"] + [len(pairs)]
+    for begin, end in zip(starts, starts[1:]):
+        if pairs[begin][1].lower().endswith(f" as {name}"):
+            return pairs[begin:end]
+    raise AssertionError(f"no stage {name}")
+
+
+def test_builds_are_pinned_and_the_torch_index_stays_in_the_build_stage():
+    build, runtime = stage("build"), stage("runtime")
+    runs = " ".join(arguments for instruction, arguments in build if instruction == "RUN")
+    # torch alone from its index, everything else (torch's dependencies too) under the constraints.
+    assert re.search(r"pip install --no-deps --index-url \S*TORCH_INDEX_URL\S* \S*torch==", runs), runs
+    assert "pip install --constraint constraints.txt ." in runs
+    assert any("constraints.txt" in arguments for instruction, arguments in build if instruction == "COPY")
+    # The runtime stage neither declares the index nor labels the image with it.
+    runtime_text = " ".join(arguments for _, arguments in runtime)
+    assert "TORCH_INDEX_URL" not in runtime_text
+    # Installers leave: pip and setuptools from the venv (build), the base's own (runtime).
+    assert "pip uninstall --yes pip setuptools" in runs
+    assert "pip uninstall --yes" in " ".join(arguments for instruction, arguments in runtime if instruction == "RUN")
+
+
+@cache
+def constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt must pin exactly: {line!r}"
+            pins[normalise(name)] = version
+    return pins
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_dependencies() -> dict[str, str]:
+    """Every distribution the installed anysr-serve needs at run time (no extras), with its version."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    found: dict[str, str] = {}
+    pending = ["anysr-serve"]
+    while pending:
+        name = normalise(pending.pop())
+        if name in found:
+            continue
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue  # a marker-excluded or optional dependency not installed here
+        found[name] = dist.version
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return found
+
+
+def test_constraints_pin_every_runtime_dependency_at_the_installed_version():
+    """A new or upgraded dependency must be pinned, or two image builds could install different code."""
+    pins = constraints()
+    for name, version in runtime_dependencies().items():
+        if name in ("anysr-serve", "torch") or name.startswith("nvidia-") or name == "triton":
+            continue  # the package itself; torch and its CUDA wheels are pinned by TORCH_VERSION
+        assert name in pins, f"{name} {version} is a runtime dependency missing from constraints.txt"
+        assert pins[name] == version, f"{name}: installed {version}, pinned {pins[name]} (run make setup)"
+    assert "torch" not in pins
 
 
 # -- docker-compose.yml ----------------------------------------------------------------------------------
@@ -230,9 +322,10 @@ def test_compose_service_matches_the_server(name):
     settings = validated_settings({**image_env(), **env})
     targets = {int(str(port).rsplit(":", 1)[-1]) for port in service["ports"]}
     assert targets == {settings.port}
-    path, port = url_path_and_port(" ".join(service["healthcheck"]["test"]))
-    assert path in get_routes() and port == settings.port
+    # The image's HEALTHCHECK (which reads ANYSR_PORT) applies: a compose copy would hard-code the port.
+    assert "healthcheck" not in service
     assert service["stop_signal"] == "SIGTERM"
+    assert service["read_only"] and service["cap_drop"] == ["ALL"]
     assert seconds(service["stop_grace_period"]) > settings.drain_timeout_s
 
 
@@ -245,14 +338,48 @@ def test_compose_gpu_and_cpu_variants():
     assert len(gpu) == 1 and len(cpu) == 1
     (device,) = gpu[0]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["count"] == 1 and "gpu" in device["capabilities"]
-    assert "cpu" in cpu[0]["profiles"], "the CPU variant must not start by default next to the GPU one"
+    assert gpu[0]["profiles"] == ["gpu"], "the GPU service must not start with --profile cpu or monitoring"
+    assert cpu[0]["profiles"] == ["cpu"]
     assert "download.pytorch.org/whl/cpu" in cpu[0]["build"]["args"]["TORCH_INDEX_URL"]
-    threads = int(interpolate(cpu[0]["environment"]["ANYSR_TORCH_THREADS"]))
-    assert threads == float(interpolate(cpu[0]["cpus"])), "torch threads should match the CPU limit"
+    # Unset CPU_CORES: no CPU limit (0 is Docker's "none"), which works on a 2-core host, and torch's
+    # default thread count. Set: the limit and the threads follow it.
+    assert float(interpolate(cpu[0]["cpus"])) == 0
+    env = cpu[0]["environment"]
+    assert validated_settings({"ANYSR_TORCH_THREADS": interpolate(env["ANYSR_TORCH_THREADS"])}).torch_threads is None
+    for cores in ("1", "2"):
+        set_env = {"CPU_CORES": cores}
+        threads = validated_settings({"ANYSR_TORCH_THREADS": interpolate(env["ANYSR_TORCH_THREADS"], set_env)})
+        assert threads.torch_threads == float(interpolate(cpu[0]["cpus"], set_env)) == int(cores)
+
+
+def selected_services(*profiles: str) -> set[str]:
+    """Services `docker compose --profile P ... up` starts: those in one of the profiles, or in none."""
+    return {
+        name
+        for name, service in compose()["services"].items()
+        if not service.get("profiles") or set(service["profiles"]) & set(profiles)
+    }
+
+
+def test_compose_profiles_start_only_what_was_asked_for():
+    assert selected_services() == set(), "a service without a profile starts with every profile"
+    assert selected_services("gpu") == {"anysr"}
+    assert selected_services("cpu") == {"anysr-cpu"}
+    assert selected_services("monitoring") == {"prometheus", "grafana"}
+    assert selected_services("cpu", "monitoring") == {"anysr-cpu", "prometheus", "grafana"}
+
+
+def test_compose_trusts_forwarded_headers_from_a_network_not_from_everyone():
+    """FORWARDED_ALLOW_IPS lets the per-client limit see clients behind a reverse proxy."""
+    for name, service in anysr_services().items():
+        value = interpolate(service["environment"]["FORWARDED_ALLOW_IPS"])
+        assert value != "*", name
+        for network in value.split(","):
+            ipaddress.ip_network(network.strip())
 
 
 def test_prometheus_scrapes_the_metrics_route_of_every_compose_service():
-    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
     assert job["metrics_path"] in get_routes()
     (discovery,) = job["dns_sd_configs"]
@@ -262,7 +389,7 @@ def test_prometheus_scrapes_the_metrics_route_of_every_compose_service():
         env = {key: str(interpolate(value)) for key, value in service["environment"].items()}
         assert discovery["port"] == validated_settings({**image_env(), **env}).port
     mounts = compose()["services"]["prometheus"]["volumes"]
-    assert any(mount.startswith("./deploy/prometheus.yml:") for mount in mounts)
+    assert "./deploy/prometheus:/etc/prometheus:ro" in mounts
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------
@@ -324,6 +451,7 @@ def test_service_monitoring_and_autoscaling_point_at_the_deployment():
     assert int(annotations["prometheus.io/port"]) == port["containerPort"]
 
     hpa = k8s_object("HorizontalPodAutoscaler")["spec"]
+    assert "replicas" not in deployment["spec"], "under an HPA, `replicas` resets the scale on every apply"
     assert hpa["scaleTargetRef"]["kind"] == "Deployment"
     assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
@@ -332,3 +460,39 @@ def test_service_monitoring_and_autoscaling_point_at_the_deployment():
     assert name in metric_names(), f"the server exports no metric {name}"
     (rule,) = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
     assert rule["seriesQuery"].startswith(name + "{") and rule["name"]["as"] == name
+
+
+# -- docs/deploy.md ----------------------------------------------------------------------------------------
+
+#: What only a GPU host (or a GPU cluster) can run.
+_GPU_ONLY = re.compile(r"--gpus|:cuda\b|--profile gpu|kubectl|kustomize|helm |nvidia-smi|serve deploy")
+
+
+def doc_commands() -> list[str]:
+    """Every command in docs/deploy.md's shell blocks, continuation lines joined."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                commands.append(line.strip())
+    return commands
+
+
+def test_every_deploy_guide_command_fits_a_2_core_cpu_host_or_says_gpu_only():
+    """The issue's finding: `--cpus 4` and `cpus: 4` were refused on a 2-core host, `docker run` lacked
+    --stop-timeout (so `docker stop` killed in-flight work), and GPU commands were not marked."""
+    commands = doc_commands()
+    assert len(commands) >= 15
+    for command in commands:
+        if _GPU_ONLY.search(command):
+            assert "# GPU only" in command, f"needs a GPU but is not marked '# GPU only': {command}"
+            continue
+        for cpus in re.findall(r"--cpus[ =](\S+)", command):
+            assert float(cpus) <= 2, command
+        for value in re.findall(r"(?:CPU_CORES|ANYSR_TORCH_THREADS)=(\d+)", command):
+            assert int(value) <= 2, command
+        if command.startswith("docker run") and " -d " in command:
+            assert "--stop-timeout 45" in command, f"docker stop would kill in-flight requests: {command}"
+        if re.search(r"docker compose .*\bup\b", command):
+            assert "--profile" in command, f"every service is in a profile; this starts nothing: {command}"

@@ -91,6 +91,7 @@ async def describe_model(
         },
         "device": service.device,
         "precision": service.precision,
+        "precision_reason": service.precision_reason,
         "tiling": {
             "whole_image": service.tiles.whole_image,
             "tile_size": service.tiles.tile_size,

@@ -53,7 +53,14 @@ def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
 
 def fast_settings(**overrides) -> Settings:
     """Settings for a fast app: tiny warm-up, tiles small enough that modest images get tiled."""
-    values = {"warmup_size": 8, "tile_size": 16, "load_sample_interval_s": 0.05, "max_batch_wait_ms": 1.0}
+    # fp32 explicitly: "auto" would time a bf16 probe at start-up and could pick either on a bf16 CPU.
+    values = {
+        "warmup_size": 8,
+        "tile_size": 16,
+        "load_sample_interval_s": 0.05,
+        "max_batch_wait_ms": 1.0,
+        "precision": "fp32",
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -1,8 +1,11 @@
-"""Dependency direction: server/scheduler.py imports nothing but the standard library and the width set."""
+"""Dependency direction: server/scheduler.py imports nothing but the standard library and the width set;
+the core server never imports Ray (only anysr_ray/ does)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +76,18 @@ def test_server_imports_no_part_module_and_names_no_architecture():
         for name in identifiers(tree):
             for word in ARCHITECTURE_WORDS:
                 assert word not in name.lower(), f"{path.relative_to(REPO)} uses {name!r}: ask the model instead"
+
+
+def test_the_core_server_never_imports_ray():
+    code = (
+        "import sys, cli.main, cli.serve, server.app, server.settings, loadtest\n"
+        "from server.app import create_app\n"
+        "create_app()\n"
+        "print(sorted(name for name in sys.modules if name == 'ray' or name.startswith('ray.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    for path in (REPO / "server").rglob("*.py"):
+        text = path.read_text()
+        assert "import ray" not in text and "from ray" not in text, path

@@ -70,8 +70,10 @@ def test_names_follow_the_convention_and_have_help():
         "anysr_ready",
     }
     assert expected <= set(found)
+    process = {name for name in found if name.startswith("process_")}
+    assert {"process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds"} <= process
     for name, family in found.items():
-        assert name.startswith("anysr_")
+        assert name.startswith("anysr_") or name in process
         assert family.documentation
         if family.type == "counter":
             assert any(sample.name.endswith("_total") for sample in family.samples)

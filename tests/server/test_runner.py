@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from models import TINY_SPEC, WIDTHS, build_model
+from models.devices import resolve_device
 from server.jobs import BatchKey, TileJob
-from server.runner import ModelRunner, RunnerConfig, resolve_device, resolve_precision
+from server.runner import ModelRunner, RunnerConfig
 from server.tiling import crop_window, plan_tiles, tile_query
 from tests.server.helpers import TINY_META
 
@@ -68,6 +69,19 @@ def test_bf16_on_cpu_is_close_to_fp32(model):
     assert float((bf16_runner.infer([job]) - fp32).abs().max()) < 0.05
 
 
+def test_the_runner_in_bf16_computes_the_models_bf16_output(model):
+    """The served tile path runs the model's own inference API in the runner's dtype (decoder included)."""
+    image = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(8))
+    runner = ModelRunner(model, RunnerConfig(precision="bf16"))
+    served = runner.infer([whole_job(image, (24, 24), 1.0)])
+    direct = model.upscale(
+        image[None].contiguous(memory_format=torch.channels_last), (24, 24), 1.0, compute_dtype=torch.bfloat16
+    )
+    torch.testing.assert_close(served.clamp(0, 1), direct, rtol=0, atol=1e-6)
+    fp32 = model.upscale(image[None], (24, 24), 1.0)
+    assert not torch.equal(direct, fp32)  # bf16 really ran
+
+
 def test_mixed_keys_in_one_batch_are_refused(model):
     runner = ModelRunner(model, RunnerConfig())
     image = torch.rand(3, 8, 8)
@@ -80,15 +94,9 @@ def test_warm_up_measures_every_width(model):
     assert set(rates) == {0.5, 1.0} and all(rate > 0 for rate in rates.values())
 
 
-def test_device_and_precision_resolution():
+def test_device_resolution():
     cpu = torch.device("cpu")
     assert resolve_device("cpu") == cpu
-    assert resolve_precision("auto", cpu) == "fp32"
-    assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
-    with pytest.raises(ValueError, match="fp16"):
-        resolve_precision("fp16", cpu)
-    with pytest.raises(ValueError, match="precision must be one of"):
-        resolve_precision("int8", cpu)
     if not torch.cuda.is_available():
         assert resolve_device("auto") == cpu
         with pytest.raises(ValueError, match="CUDA is not available"):

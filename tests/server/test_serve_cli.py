@@ -212,3 +212,41 @@ def test_a_straggler_costs_the_drain_timeout_once(tmp_path):
             process.kill()
             process.wait()
         log.close()
+
+
+# -- finding the default weights ---------------------------------------------------------------------
+
+
+@pytest.mark.weights
+def test_default_weights_are_found_from_outside_the_repository(tmp_path, monkeypatch):
+    """`anysr serve` run from another directory used to miss weights/...: the path was cwd-relative."""
+    from server.model_source import resolve_weights
+    from server.settings import DEFAULT_WEIGHTS
+
+    monkeypatch.chdir(tmp_path)
+    found, looked = resolve_weights(DEFAULT_WEIGHTS, None)
+    assert found == REPO / DEFAULT_WEIGHTS
+    assert looked == [tmp_path / DEFAULT_WEIGHTS, REPO / DEFAULT_WEIGHTS]
+
+
+def test_data_dir_comes_first_and_absolute_paths_stand_alone(tmp_path, monkeypatch):
+    from server.model_source import resolve_weights
+
+    data = tmp_path / "data"
+    (data / "weights").mkdir(parents=True)
+    (data / "weights" / "mine.safetensors").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    found, looked = resolve_weights(Path("weights/mine.safetensors"), data)
+    assert found == data / "weights" / "mine.safetensors" and looked[0] == found
+    absolute = tmp_path / "elsewhere.safetensors"
+    assert resolve_weights(absolute, data) == (None, [absolute])
+
+
+def test_missing_weights_name_every_place_looked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANYSR_DATA_DIR", str(tmp_path / "data"))
+    assert serve.run(parse(["--weights", "weights/absent.safetensors"])) == 2
+    error = capsys.readouterr().err
+    for base in (tmp_path / "data", tmp_path, REPO):
+        assert str(base / "weights" / "absent.safetensors") in error
+    assert "ANYSR_DATA_DIR" in error

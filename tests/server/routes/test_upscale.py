@@ -261,6 +261,7 @@ class GatedRunner:
         torch.manual_seed(0)
         self.inner = ModelRunner(build_model(TINY_SPEC), RunnerConfig())
         self.model, self.device, self.precision = self.inner.model, self.inner.device, self.inner.precision
+        self.precision_reason = self.inner.precision_reason
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.batches = 0

@@ -13,10 +13,16 @@ features (random, 64 channels, as EDSR-baseline gives them at full width):
   statistics, against our adaption block with those statistics folded into its per-channel affine layers.
 
 Both tail outputs are mapped to [0, 1] the same way (``· 0.5 + 0.5``), as our encoders' [-1, 1] units are.
+
+The comparison runs twice. As published (float32): the upsampler difference grows with the feature size,
+because their (w - 1)-normalised sampling grid loses position bits in float32. With their code in float64
+(``Tensor.float`` made ``double`` in their process) on a power-of-two output grid, where our float32
+coordinates are exact too: what remains is our own float32 arithmetic.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,6 +37,9 @@ REPOSITORY = "The-Learning-And-Vision-Atelier-LAVA/ArbSR"
 #: LR feature size, and the (s_h, s_w) of the upsampler check (integer, so both grids are round(h·s)).
 FEATURE_SIZE = (10, 12)
 UPSAMPLE_SCALE = (2, 3)
+#: The float64 run: a 32 × 32 output, whose float32 coordinates -1 + (2i + 1)/32 are exact.
+FLOAT64_FEATURE_SIZE = (16, 8)
+FLOAT64_UPSAMPLE_SCALE = (2, 4)
 #: The adaption block's scale only routes its experts, so any scale works: a non-integer, asymmetric one.
 ADAPT_SCALE = (1.7, 2.9)
 BATCHNORM_EPS = 1e-5
@@ -38,6 +47,12 @@ BATCHNORM_EPS = 1e-5
 SNIPPET = """
 import torch.nn.functional as F
 from model import arbrcan
+
+if bool(inputs["float64"]):
+    # Their module builds its coordinates with .float(): make every float64 instead.
+    torch.set_default_dtype(torch.float64)
+    torch.Tensor.float = lambda self, *args, **kwargs: self.double()
+    inputs = {key: value.double() if value.is_floating_point() else value for key, value in inputs.items()}
 
 # PyTorch 1.1's grid_sample (align_corners=True), which arbrcan.grid_sample's (w - 1) normalisation assumes.
 _grid_sample = F.grid_sample
@@ -52,11 +67,14 @@ tail = torch.nn.Conv2d(64, 3, 3, padding=1)
 tail.load_state_dict(state("tail."))
 adapt = arbrcan.SA_adapt(64).eval()
 adapt.load_state_dict(state("adapt."))
+dtype = torch.get_default_dtype()
+upsample, tail, adapt = upsample.to(dtype), tail.to(dtype), adapt.to(dtype)
 scale_h, scale_w = (float(v) for v in inputs["upsample_scale"])
 adapt_h, adapt_w = (float(v) for v in inputs["adapt_scale"])
 with torch.no_grad():
     outputs["upsampled"] = tail(upsample(inputs["features"], scale_h, scale_w)) * 0.5 + 0.5
     outputs["adapted"] = adapt(inputs["features"], adapt_h, adapt_w)
+outputs = {key: value.to(torch.float32) for key, value in outputs.items()}
 """
 
 
@@ -120,7 +138,21 @@ def adapter_state(block: AdaptionBlock, generator: torch.Generator) -> dict[str,
     return {name: tensor.clone().contiguous() for name, tensor in state.items()}
 
 
-def check(repo: Path) -> CheckResult:
+@dataclass(frozen=True)
+class Comparison:
+    """One run of both plug-ins: max abs differences and the outputs' magnitudes."""
+
+    upsampler: float
+    upsampler_scale: float
+    adapter: float
+    adapter_scale: float
+    largest_offset: float
+
+
+def compare(
+    repo: Path, feature_size: tuple[int, int], upsample_scale: tuple[int, int], float64: bool
+) -> tuple[Comparison, float]:
+    """Both plug-ins on the same random features; their code in float64 if asked. Also returns the clamp."""
     model = neutral_model(ModelSpec.of("edsr-baseline", "arbsr"))
     decoder = model.decoder
     assert isinstance(decoder, ArbSRDecoder)
@@ -132,10 +164,10 @@ def check(repo: Path) -> CheckResult:
             if isinstance(norm, ChannelAffine):
                 norm.weight.uniform_(0.5, 1.5, generator=generator)
                 norm.bias.uniform_(-0.2, 0.2, generator=generator)
-    features = torch.randn(1, decoder.channels, *FEATURE_SIZE, generator=generator)
+    features = torch.randn(1, decoder.channels, *feature_size, generator=generator)
 
-    out_size = (FEATURE_SIZE[0] * UPSAMPLE_SCALE[0], FEATURE_SIZE[1] * UPSAMPLE_SCALE[1])
-    scale = torch.tensor([UPSAMPLE_SCALE], dtype=torch.float32)
+    out_size = (feature_size[0] * upsample_scale[0], feature_size[1] * upsample_scale[1])
+    scale = torch.tensor([upsample_scale], dtype=torch.float32)
     ys, xs = make_coord(out_size[0], 1)[:, 0][None], make_coord(1, out_size[1])[:, 1][None]
     cell = make_cell(*out_size, 1)
     with torch.no_grad():
@@ -151,14 +183,21 @@ def check(repo: Path) -> CheckResult:
 
     inputs = {
         "features": features,
-        "upsample_scale": torch.tensor(UPSAMPLE_SCALE, dtype=torch.float64),
+        "upsample_scale": torch.tensor(upsample_scale, dtype=torch.float64),
         "adapt_scale": torch.tensor(ADAPT_SCALE, dtype=torch.float64),
+        "float64": torch.tensor(float64),
     }
     inputs |= upsampler_state(decoder)
     inputs |= adapter_state(decoder.adapters[0], generator)
     theirs = run_public(repo, SNIPPET, inputs)
     diff_up, scale_up = max_abs_diff(ours_upsampled, theirs["upsampled"])
     diff_adapt, scale_adapt = max_abs_diff(adapted, theirs["adapted"])
+    return Comparison(diff_up, scale_up, diff_adapt, scale_adapt, largest_offset), decoder.config.max_offset
+
+
+def check(repo: Path) -> CheckResult:
+    published, clamp = compare(repo, FEATURE_SIZE, UPSAMPLE_SCALE, float64=False)
+    exact, _ = compare(repo, FLOAT64_FEATURE_SIZE, FLOAT64_UPSAMPLE_SCALE, float64=True)
     return CheckResult(
         part="arbsr",
         repository=REPOSITORY,
@@ -166,12 +205,15 @@ def check(repo: Path) -> CheckResult:
         case=f"on the same random 64-channel features {FEATURE_SIZE[0]}x{FEATURE_SIZE[1]} (ArbSR's backbone is RCAN): "
         f"SA_upsample + tail conv vs our grid decode at x{UPSAMPLE_SCALE[0]} x x{UPSAMPLE_SCALE[1]}; SA_adapt (eval "
         f"BatchNorm) vs our adaption block at x{ADAPT_SCALE[0]} x x{ADAPT_SCALE[1]}",
-        max_abs_diff=max(diff_up, diff_adapt),
-        output_scale=max(scale_up, scale_adapt),
+        max_abs_diff=max(published.upsampler, published.adapter),
+        output_scale=max(published.upsampler_scale, published.adapter_scale),
         notes=(
-            f"upsampler + tail {diff_up:.1e} (outputs up to {scale_up:.2f}; offsets up to {largest_offset:.2f} "
-            f"LR pixels, clamp {decoder.config.max_offset}), adaption block {diff_adapt:.1e} "
-            f"(outputs up to {scale_adapt:.2f})",
+            f"upsampler + tail {published.upsampler:.1e} (outputs up to {published.upsampler_scale:.2f}; offsets up "
+            f"to {published.largest_offset:.2f} LR pixels, clamp {clamp}), adaption block {published.adapter:.1e} "
+            f"(outputs up to {published.adapter_scale:.2f})",
+            f"their code in float64, features {FLOAT64_FEATURE_SIZE[0]}x{FLOAT64_FEATURE_SIZE[1]} at "
+            f"x{FLOAT64_UPSAMPLE_SCALE[0]} x x{FLOAT64_UPSAMPLE_SCALE[1]} (exact float32 coordinates), ours float32: "
+            f"upsampler + tail {exact.upsampler:.1e}, adaption block {exact.adapter:.1e}",
         ),
     )
 

@@ -28,11 +28,13 @@ public-code check in ``tools/public_code/arbsr.py`` compares the functions):
   units), not from a nominal scale; for a whole image at an integer-ratio size this is ArbSR's
   (i + 0.5)/s. The 1/s inputs come from the conditioning scale. Sampling is bilinear with zero padding at
   pixel centres (ArbSR's ``grid_sample`` under PyTorch 1.1, align_corners=True with its (w - 1)
-  normalisation); positions are computed in float64 so tiles and whole images sample the same points.
+  normalisation); positions are computed in float64 per row and column (float32 fractions per pixel) so
+  tiles and whole images sample the same points to float32 precision.
 - The compress filters are applied per LR pixel before sampling (sampling is linear, so this is the same
   function) and each expert's output is mixed by the routing weights, instead of mixing the experts'
-  weights per output pixel: 2·E·C·C/8 → E·C·C/8 MACs per output pixel. The embedding's first layer is
-  separable (a row term plus a column term), so it costs no per-pixel products.
+  weights per output pixel and applying them: 2·(E + 1)·C·C/8 → E·C·C/8 MACs per output pixel (plus
+  E·C·C/8 per LR pixel). The embedding's first layer is separable (a row term plus a column term), so
+  it costs no per-pixel products.
 - The tail predicts in the encoder's [-1, 1] units (our encoders normalise their input, LIIF-style) and is
   mapped to [0, 1]; ArbSR adds the dataset mean back instead.
 

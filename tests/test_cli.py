@@ -357,3 +357,35 @@ def test_upscale_cuda_without_a_gpu_is_a_clear_error(
     argv = ["upscale", str(source), str(tmp_path / "o.png"), "--scale", "2", "--weights", str(checkpoint)]
     assert main([*argv, "--device", "cuda"]) == 2
     assert "'cuda' requested but CUDA is not available" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_models_lists_the_registered_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    encoders = {part["name"]: part for part in report["encoders"]}
+    decoders = {part["name"]: part for part in report["decoders"]}
+    assert {"edsr-baseline", "rdn"} <= set(encoders)
+    assert {"liif", "metasr", "srno", "arbsr"} <= set(decoders)
+    assert encoders["edsr-baseline"]["widths"] == [0.5, 0.7, 0.9, 1.0]
+    assert encoders["rdn"]["widths"] == [0.7, 0.8, 0.9, 1.0]
+    assert encoders["edsr-baseline"]["args"]["n_blocks"] == 16
+    assert decoders["srno"]["global"] is True and decoders["srno"]["query_mode"] == "grid"
+    assert decoders["liif"]["slim"] is True and decoders["arbsr"]["slim"] is False
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "rdn" in text and "widths 0.7/0.8/0.9/1.0" in text and "global: served whole-image" in text
+
+
+def test_flops_for_named_parts_and_the_parts_own_widths(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["flops", "--lr", "32x32", "--scale", "2", "--encoder", "rdn", "--decoder", "metasr", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "rdn+metasr" and [row["width"] for row in report["widths"]] == [0.7, 0.8, 0.9, 1.0]
+    totals = [row["total_flops"] for row in report["widths"]]
+    assert totals == sorted(totals) and report["auto_width"] == 0.8
+    assert main(["flops", "--lr", "32x32", "--scale", "2", "--decoder", "arbsr", "--mode", "paper"]) == 2
+    assert "has no hidden width to slice" in capsys.readouterr().err
+    assert main(["flops", "--lr", "32x32", "--scale", "2", "--decoder", "nerf"]) == 2
+    assert "unknown decoder 'nerf'" in capsys.readouterr().err

@@ -68,6 +68,7 @@ def scheduler_policy(settings: Settings) -> SchedulerPolicy:
         overload_queue_s=settings.overload_queue_s,
         min_gpu_free_bytes=settings.min_gpu_free_bytes,
         hysteresis=settings.hysteresis,
+        max_queue_s=settings.max_queue_s,
     )
 
 
@@ -144,7 +145,13 @@ def create_app(
         for width, rate in rates.items():
             throughput.seed(width, rate)
             metrics.throughput.labels(width=width_label(width)).set(rate)
-        batcher = Batcher(served.run_batch, batch_limits(settings, served.device.type), metrics, throughput)
+        batcher = Batcher(
+            served.run_batch,
+            batch_limits(settings, served.device.type),
+            metrics,
+            throughput,
+            fair=settings.queue_order == "fair",
+        )
         batcher.start()
         lifecycle.on_drain_expired(lambda: batcher.close(timeout_s=0.0))
         probe = gpu_probe

@@ -62,6 +62,13 @@ class TileJob:
     #: ``time.perf_counter()`` when queued; set by the batcher.
     submitted_s: float = 0.0
     started_s: float | None = field(default=None)
+    #: Start tag (predicted seconds of virtual time) and arrival number: the queue runs in (tag, seq) order.
+    #: Set by the batcher on submit (see ``server/admission.py`` for how tags make the queue fair).
+    tag: float = 0.0
+    seq: int = 0
+    #: Which submit (request) the tile came with, and that request's deadline (``perf_counter`` time).
+    request_seq: int = 0
+    deadline_at_s: float | None = None
 
     @property
     def lr_pixels(self) -> int:

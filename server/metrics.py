@@ -123,6 +123,11 @@ class ServerMetrics:
             ["width"],
             registry=registry,
         )
+        self.prediction_calibration = Gauge(
+            "anysr_prediction_calibration_ratio",
+            "Factor applied to predicted device seconds at admission, learned from measured completions.",
+            registry=registry,
+        )
         self.ready = Gauge(
             "anysr_ready", "1 when warmed up and accepting work, 0 while starting or draining.", registry=registry
         )
@@ -134,6 +139,7 @@ class ServerMetrics:
                 self.width_selected.labels(width=label, reason=reason)
         for status in STATUSES:
             self.requests.labels(status=status)
+        self.prediction_calibration.set(1.0)
         self.gpu_utilisation.set(float("nan"))
         self.gpu_memory_free.set(float("nan"))
 

@@ -28,6 +28,8 @@ from server.metrics import ServerMetrics, width_label
 from server.scheduler import (
     BudgetTooSmall,
     DeadlineUnreachable,
+    QueueTooLong,
+    RequestTooCostly,
     SchedulerPolicy,
     WidthDecision,
     WidthRequest,
@@ -176,14 +178,25 @@ class UpscaleService:
     # -- decide ----------------------------------------------------------------------------------
 
     def decide(self, request: WidthRequest) -> WidthDecision:
-        """Run the scheduler on a fresh snapshot; 422 over budget, 503 if the deadline cannot be met."""
+        """Run the scheduler (and admission) on a fresh snapshot.
+
+        422 over budget or when the request alone could not finish within its deadline or the request
+        timeout; 503 (with Retry-After) when the load is why: the deadline cannot be met now, or the
+        queue has no room.
+        """
         snapshot = self.sampler.snapshot()
         try:
             decision = choose_width(snapshot, request, self.policy, self._previous)
         except BudgetTooSmall as error:
             raise Unprocessable("budget_too_small", str(error)) from None
+        except RequestTooCostly as error:
+            raise Unprocessable("request_too_costly", str(error)) from None
         except DeadlineUnreachable as error:
-            raise Unavailable("deadline_unreachable", str(error), retry_after_s=queued_work_s(snapshot)) from None
+            retry = max(error.predicted_s - error.deadline_s, queued_work_s(snapshot))
+            raise Unavailable("deadline_unreachable", str(error), retry_after_s=retry) from None
+        except QueueTooLong as error:
+            retry = error.backlog_s - (self.policy.max_queue_s or 0.0)
+            raise Unavailable("queue_full", str(error), retry_after_s=max(retry, queued_work_s(snapshot))) from None
         except ValueError as error:  # a forced width outside the served set
             raise Unprocessable("width_not_served", str(error)) from None
         self._previous = decision
@@ -225,10 +238,10 @@ class UpscaleService:
             futures.append(future)
         return jobs, futures, canvas
 
-    def submit(self, jobs: list[TileJob]) -> None:
+    def submit(self, jobs: list[TileJob], deadline_at_s: float | None = None) -> None:
         """Queue the jobs; 503 with Retry-After when the queue is full or the server is draining."""
         try:
-            self.batcher.submit(jobs)
+            self.batcher.submit(jobs, deadline_at_s)
         except QueueFull as error:
             retry = queued_work_s(self.sampler.snapshot())
             raise Unavailable("queue_full", f"server is at capacity: {error}", retry_after_s=retry) from None
@@ -245,7 +258,15 @@ class UpscaleService:
         queue_s = max(0.0, (finished_s - submitted_s) - compute_s)
         return Outcome(pixels=canvas, queue_s=queue_s, compute_s=compute_s)
 
-    def record_success(self, width: float, total_s: float, outcome: Outcome) -> None:
-        """Latency histogram and the overhead estimate the deadline predictor uses."""
-        self.metrics.request_duration.labels(width=width_label(width)).observe(total_s)
+    def record_success(self, decision: WidthDecision, total_s: float, outcome: Outcome) -> None:
+        """Latency histogram, and the overhead and calibration estimates admission's predictions use."""
+        self.metrics.request_duration.labels(width=width_label(decision.width)).observe(total_s)
         self.throughput.observe_overhead(total_s - outcome.queue_s - outcome.compute_s)
+        self.record_device_time(decision, outcome.queue_s + outcome.compute_s)
+
+    def record_device_time(self, decision: WidthDecision, measured_s: float) -> None:
+        """Calibrate predictions: the request's tiles took ``measured_s`` in the batcher (a timed-out
+        request passes the time it waited)."""
+        if decision.device_s is not None:
+            self.throughput.observe_prediction(decision.device_s, measured_s)
+            self.metrics.prediction_calibration.set(self.throughput.calibration)

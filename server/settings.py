@@ -79,7 +79,20 @@ class Settings(BaseSettings):
     )
     load_sample_interval_s: float = Field(0.5, gt=0, description="Seconds between load samples.")
     load_smoothing: float = Field(0.3, gt=0, le=1, description="EWMA weight of each new load sample.")
-    throughput_smoothing: float = Field(0.2, gt=0, le=1, description="EWMA weight of each batch's FLOP/s.")
+    throughput_smoothing: float = Field(
+        0.2, gt=0, le=1, description="EWMA weight of each batch's FLOP/s (and of each request's calibration)."
+    )
+    max_queue_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="Most predicted seconds of device work the queue may hold with a new request added (503 "
+        "queue_full beyond; none = no cap).",
+    )
+    queue_order: Literal["fair", "fifo"] = Field(
+        "fair",
+        description="fair: tiles of concurrent requests interleave (start-time fair queuing); fifo: whole "
+        "requests in arrival order.",
+    )
 
     # -- tiling and batching ---------------------------------------------------------------------
     tile_size: int = Field(256, ge=8, description="LR pixels per tile side, before the halo; smaller images run whole.")

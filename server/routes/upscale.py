@@ -29,7 +29,7 @@ from server.codec import (
     encode_image,
 )
 from server.deps import LifecycleDep, LimitsDep, RequestLimits, ServiceDep
-from server.errors import BadRequest, UnsupportedMediaType
+from server.errors import BadRequest, GatewayTimeout, UnsupportedMediaType
 from server.headers import parse_budget, parse_deadline_s, server_timing
 from server.scheduler import WidthRequest
 from server.service import wait_for_tiles
@@ -135,14 +135,31 @@ async def upscale(
             decode_s = time.perf_counter() - decode_started
             out_size = service.output_size(image.size, scale_h, scale_w)  # validate
             plan = service.plan(image.size, out_size)  # plan
-            decision = service.decide(  # decide
-                WidthRequest(scale_h, scale_w, service.flops_table(plan), budget.width, budget.flops, deadline_s)
+            elapsed_s = time.perf_counter() - started
+            decision = service.decide(  # decide and admit
+                WidthRequest(
+                    scale_h,
+                    scale_w,
+                    service.flops_table(plan),
+                    budget.width,
+                    budget.flops,
+                    deadline_s=deadline_s,
+                    timeout_s=limits.request_timeout_s,
+                    tiles=plan.count,
+                    elapsed_s=elapsed_s,
+                )
             )
             jobs, futures, canvas = service.make_jobs(image, plan, decision.width, request_id)
-            service.submit(jobs)  # batch
+            limit_s = min(limits.request_timeout_s, deadline_s or math.inf)
+            service.submit(jobs, deadline_at_s=started + limit_s)  # batch
             submitted = time.perf_counter()
-            timeout_s = min(limits.request_timeout_s, deadline_s or math.inf) - (submitted - started)
-            results = await wait_for_tiles(futures, timeout_s, wait_for_disconnect(request))  # infer
+            try:
+                results = await wait_for_tiles(  # infer
+                    futures, limit_s - (submitted - started), wait_for_disconnect(request)
+                )
+            except GatewayTimeout:
+                service.record_device_time(decision, time.perf_counter() - submitted)
+                raise
             encode_started = time.perf_counter()
             outcome = service.collect(canvas, results, submitted, encode_started)  # stitched as tiles finished
             options = EncodeOptions(
@@ -156,7 +173,7 @@ async def upscale(
             service.metrics.in_flight.dec()
 
     total_s = time.perf_counter() - started
-    service.record_success(decision.width, total_s, outcome)
+    service.record_success(decision, total_s, outcome)
     headers = {
         "X-AnySR-Width": f"{decision.width:.1f}",
         "X-AnySR-FLOPs": str(decision.flops),

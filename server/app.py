@@ -18,13 +18,15 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from models.anysr import AnySR
 from models.spec import ModelSpec
+from server.access import AccessMiddleware, AccessPolicy, ApiKeys, read_keys_file
 from server.batcher import Batcher, BatchLimits
 from server.codec import DecodeLimits
-from server.deps import RequestLimits
+from server.deps import RequestLimits, reject_repeats
 from server.errors import install_error_handlers
 from server.jobs import TileJob
 from server.lifecycle import Lifecycle
@@ -96,7 +98,32 @@ def request_limits(settings: Settings) -> RequestLimits:
         png_compress_level=settings.png_compress_level,
         max_body_bytes=settings.max_body_bytes,
         request_timeout_s=settings.request_timeout_s,
+        background=settings.background_rgb(),
     )
+
+
+def access_policy(settings: Settings) -> AccessPolicy:
+    keys = list(settings.api_keys)
+    if settings.api_keys_file is not None:
+        keys += read_keys_file(settings.api_keys_file)
+    return AccessPolicy(
+        keys=ApiKeys.from_keys(keys),
+        key_header=settings.api_key_header,
+        public_admin=settings.public_admin,
+        admin_port=settings.admin_port,
+    )
+
+
+#: Response headers a browser client may read when CORS is on.
+EXPOSED_HEADERS = [
+    "X-AnySR-Width",
+    "X-AnySR-FLOPs",
+    "X-AnySR-Reason",
+    "X-AnySR-Tiles",
+    "X-Request-ID",
+    "Server-Timing",
+    "Retry-After",
+]
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -133,7 +160,8 @@ def create_app(
     """Build the app. Give ``model`` (or ``runner``) to skip loading ``settings.weights``."""
     settings = settings or Settings()
     metrics = ServerMetrics()
-    lifecycle = Lifecycle(settings.max_requests_per_client)
+    lifecycle = Lifecycle(settings.max_requests_per_client, settings.max_requests_per_key)
+    access = access_policy(settings)
     policy = scheduler_policy(settings)
 
     @asynccontextmanager
@@ -203,15 +231,35 @@ def create_app(
         summary="Any-scale, any-resource image super-resolution.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(reject_repeats)],
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
     app.state.request_limits = request_limits(settings)
+    app.state.single_headers = (settings.api_key_header.lower(),)
     app.state.service = None
     install_error_handlers(app)
-    # Added innermost first: the request id wraps everything, so even a 413 from the guard carries it.
-    app.add_middleware(UpscaleGuardMiddleware, path="/upscale", max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    # Added innermost first: the request id wraps everything, so even a 413 from the guard carries it;
+    # CORS wraps the access check, so preflights pass and refusals carry CORS headers; the guard counts 401s.
+    app.add_middleware(AccessMiddleware, policy=access)
+    app.add_middleware(
+        UpscaleGuardMiddleware,
+        path="/upscale",
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        body_timeout_s=settings.body_timeout_s,
+        drain_expired=lifecycle.drain_expired,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept", "X-AnySR-Budget", "X-AnySR-Deadline-Ms", "X-Request-ID"]
+            + [settings.api_key_header],
+            expose_headers=EXPOSED_HEADERS,
+        )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router)
     return app

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 from models.widths import WIDTHS, check_width
-from server.errors import BadRequest
+from server.errors import BadRequest, quote
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -38,10 +38,10 @@ def parse_budget(value: str | None) -> Budget:
         if not sep or key not in ("width", "gflops") or not raw:
             raise BadRequest(
                 "invalid_budget",
-                f"X-AnySR-Budget must be 'width=W' and/or 'gflops=G' (comma-separated), got {value!r}",
+                f"X-AnySR-Budget must be 'width=W' and/or 'gflops=G' (comma-separated), got {quote(value)}",
             )
         if key in found:
-            raise BadRequest("invalid_budget", f"X-AnySR-Budget gives {key!r} twice: {value!r}")
+            raise BadRequest("invalid_budget", f"X-AnySR-Budget gives {key!r} twice: {quote(value)}")
         found[key] = raw
     width = None
     if "width" in found:
@@ -49,7 +49,7 @@ def parse_budget(value: str | None) -> Budget:
             width = check_width(float(found["width"]))
         except ValueError:
             raise BadRequest(
-                "invalid_budget", f"X-AnySR-Budget width must be one of {WIDTHS}, got {found['width']!r}"
+                "invalid_budget", f"X-AnySR-Budget width must be one of {WIDTHS}, got {quote(found['width'])}"
             ) from None
     flops = None
     if "gflops" in found:
@@ -59,7 +59,7 @@ def parse_budget(value: str | None) -> Budget:
             gflops = math.nan
         if not math.isfinite(gflops) or gflops <= 0:
             raise BadRequest(
-                "invalid_budget", f"X-AnySR-Budget gflops must be a positive number, got {found['gflops']!r}"
+                "invalid_budget", f"X-AnySR-Budget gflops must be a positive number, got {quote(found['gflops'])}"
             )
         flops = int(gflops * 1e9)
     return Budget(width=width, flops=flops)
@@ -75,7 +75,7 @@ def parse_deadline_s(value: str | None) -> float | None:
         millis = math.nan
     if not math.isfinite(millis) or millis <= 0:
         raise BadRequest(
-            "invalid_deadline", f"X-AnySR-Deadline-Ms must be a positive number of milliseconds, got {value!r}"
+            "invalid_deadline", f"X-AnySR-Deadline-Ms must be a positive number of milliseconds, got {quote(value)}"
         )
     return millis / 1e3
 
@@ -90,3 +90,33 @@ def request_id_from(value: str | None) -> str:
 def server_timing(**durations_s: float) -> str:
     """``Server-Timing`` value, e.g. ``queue;dur=1.200, compute;dur=85.000`` (milliseconds)."""
     return ", ".join(f"{name};dur={seconds * 1e3:.3f}" for name, seconds in durations_s.items())
+
+
+#: Request headers that must appear at most once (list-valued ones such as Accept may repeat).
+SINGLE_HEADERS: tuple[str, ...] = (
+    "content-type",
+    "content-length",
+    "x-anysr-budget",
+    "x-anysr-deadline-ms",
+    "x-request-id",
+    "authorization",
+)
+
+
+def check_not_repeated(
+    query: list[tuple[str, str]], headers: list[tuple[bytes, bytes]], single_headers: tuple[str, ...] = SINGLE_HEADERS
+) -> None:
+    """400 if a query parameter, or one of ``single_headers``, is given more than once: which one the
+    server would use is a guess the client should not have to make."""
+    seen: set[str] = set()
+    for name, _ in query:
+        if name in seen:
+            raise BadRequest("repeated_parameter", f"query parameter {quote(name)} is given more than once")
+        seen.add(name)
+    counts: dict[str, int] = {}
+    for raw_name, _ in headers:
+        name = raw_name.decode("latin-1").lower()
+        if name in single_headers:
+            counts[name] = counts.get(name, 0) + 1
+            if counts[name] > 1:
+                raise BadRequest("repeated_header", f"header {name!r} is given more than once")

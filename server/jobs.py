@@ -16,18 +16,20 @@ import torch
 
 
 class BatchKey(NamedTuple):
-    """What must match for jobs to stack: the subnet width and the LR window and output tile shapes."""
+    """What must match for jobs to stack: the subnet width, the LR window and output tile shapes, and
+    whether the output stays float (``exact``: 16-bit or colour-converted images) or is 8-bit."""
 
     width: float
     lr_shape: tuple[int, int]
     out_shape: tuple[int, int]
+    exact: bool = False
 
 
 @dataclass(frozen=True)
 class TileResult:
     """One job's output and the batch it ran in (for the request's Server-Timing)."""
 
-    #: (Th, Tw, 3) uint8 pixels, or None when they were written into the job's ``out`` view.
+    #: (Th, Tw, 3) pixels (uint8, or float32 for exact keys), or None when written into the job's ``out`` view.
     pixels: torch.Tensor | None
     #: Identifies the batch, so a request counts a shared batch's compute time once.
     batch_id: int

@@ -76,7 +76,7 @@ class TileConfig:
 class Outcome:
     """A finished upscale before encoding."""
 
-    pixels: torch.Tensor  # (H, W, 3) uint8
+    pixels: torch.Tensor  # (H, W, 3) uint8, or float32 for an exact image
     queue_s: float
     compute_s: float
 
@@ -158,6 +158,13 @@ class UpscaleService:
                     f"{name} must be greater than {limits.min_scale} and at most {limits.max_scale}, got {value}",
                 )
         out = (max(1, round(lr_size[0] * scale_h)), max(1, round(lr_size[1] * scale_w)))
+        for name, lr_side, out_side in (("scale_h", lr_size[0], out[0]), ("scale_w", lr_size[1], out[1])):
+            if out_side / lr_side <= limits.min_scale:  # rounding can undo a scale just above the minimum
+                raise Unprocessable(
+                    "scale_out_of_range",
+                    f"{name} gives {out_side} pixels from {lr_side} after rounding, an effective scale of "
+                    f"{out_side / lr_side:.4g}; it must be greater than {limits.min_scale}",
+                )
         if out[0] * out[1] > limits.max_output_pixels:
             raise Unprocessable(
                 "output_too_large",
@@ -211,11 +218,11 @@ class UpscaleService:
         self, image: DecodedImage, plan: TilePlan, width: float, request_id: str
     ) -> tuple[list[TileJob], list[asyncio.Future[TileResult]], torch.Tensor]:
         """One job per tile, each with its own future, in ``plan.tiles()`` order, and the (H, W, 3)
-        uint8 canvas the tiles write themselves into as their batches finish."""
+        canvas (uint8, or float32 for an exact image) the tiles write themselves into as their batches finish."""
         loop = asyncio.get_running_loop()
-        canvas = new_canvas(plan)
+        canvas = new_canvas(plan, dtype=torch.float32 if image.exact else torch.uint8)
         scale = (plan.out_size[0] / plan.lr_size[0], plan.out_size[1] / plan.lr_size[1])
-        key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
+        key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape, image.exact)
         tile_flops = plan.tile_flops(self.spec, width)
         jobs, futures = [], []
         for tile in plan.tiles():

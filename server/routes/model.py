@@ -11,12 +11,13 @@ from fastapi import APIRouter, Query
 from models.flops import count_flops
 from models.widths import SCALE_GROUP_BOUNDS, WIDTHS
 from server.deps import ServiceDep
-from server.errors import BadRequest
+from server.errors import BadRequest, quote
 from server.metrics import width_label
 
 router = APIRouter(tags=["model"])
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+#: Up to 7 digits a side: far past any limit, and short enough that parsing can never be the problem.
+_SIZE = re.compile(r"^\s*(\d{1,7})\s*[xX]\s*(\d{1,7})\s*$")
 
 UNTRAINED_WARNING = "UNTRAINED: randomly initialised weights (--allow-untrained); outputs are not super-resolved"
 
@@ -25,7 +26,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """``HxW`` (LR height by width, in pixels) → (h, w); 400 if malformed."""
     match = _SIZE.match(text)
     if match is None or min(int(match[1]), int(match[2])) < 1:
-        raise BadRequest("invalid_size", f"size must look like 256x256 (height x width, positive), got {text!r}")
+        raise BadRequest("invalid_size", f"size must look like 256x256 (height x width, positive), got {quote(text)}")
     return int(match[1]), int(match[2])
 
 

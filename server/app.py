@@ -34,6 +34,7 @@ from server.load import CpuProbe, GpuProbe, GpuReading, LoadSampler
 from server.metrics import ServerMetrics, width_label
 from server.middleware import RequestIdMiddleware, UpscaleGuardMiddleware
 from server.model_source import injected_info, load_model
+from server.openapi import build_openapi
 from server.routes import api_router
 from server.runner import ModelRunner, RunnerConfig
 from server.scheduler import SchedulerPolicy, parse_policy
@@ -262,4 +263,5 @@ def create_app(
         )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router)
+    app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
     return app

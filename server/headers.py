@@ -27,19 +27,55 @@ class Budget:
     flops: int | None = None
 
 
+#: The grammar of X-AnySR-Budget, exactly (the OpenAPI document states it): one or two ``key=number``
+#: items, comma-separated, keys ``width`` and ``gflops``, plain decimals; spaces around the tokens allowed.
+_BUDGET_ITEM = r" *(width|gflops) *= *[0-9]{0,9}\.?[0-9]{1,9} *"
+BUDGET_PATTERN = f"^{_BUDGET_ITEM}(,{_BUDGET_ITEM})?$"
+_BUDGET = re.compile(BUDGET_PATTERN)
+#: Longest value of the headers above that is read at all.
+MAX_HEADER_LENGTH = 128
+#: Longest deadline a request may give: an hour (the request timeout usually binds long before).
+MAX_DEADLINE_MS = 3_600_000.0
+#: A positive decimal number as JSON writes one (no sign, no spaces, no "inf"/"nan", no underscores).
+_NUMBER = re.compile(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_INTEGER = re.compile(r"^-?[0-9]{1,9}$")
+
+
+def parse_number(name: str, value: str, code: str = "invalid_parameter") -> float:
+    """A decimal number given as text (query parameter or header); 400 unless it is one, written plainly."""
+    if len(value) > MAX_HEADER_LENGTH or not _NUMBER.match(value):
+        raise BadRequest(code, f"{name} must be a number such as 2.5, got {quote(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise BadRequest(code, f"{name} must be a finite number, got {quote(value)}")
+    return number
+
+
+def parse_integer(name: str, value: str) -> int:
+    if not _INTEGER.match(value):
+        raise BadRequest("invalid_parameter", f"{name} must be a whole number, got {quote(value)}")
+    return int(value)
+
+
+def parse_boolean(name: str, value: str) -> bool:
+    if value not in ("true", "false"):
+        raise BadRequest("invalid_parameter", f"{name} must be true or false, got {quote(value)}")
+    return value == "true"
+
+
 def parse_budget(value: str | None) -> Budget:
-    """Parse ``X-AnySR-Budget`` (None or empty → no budget)."""
-    if value is None or not value.strip():
+    """Parse ``X-AnySR-Budget`` (None → no budget; an empty value is malformed, like any other)."""
+    if value is None:
         return Budget()
+    if len(value) > MAX_HEADER_LENGTH or not _BUDGET.match(value):
+        raise BadRequest(
+            "invalid_budget",
+            f"X-AnySR-Budget must be 'width=W' and/or 'gflops=G' (comma-separated), got {quote(value)}",
+        )
     found: dict[str, str] = {}
     for part in value.split(","):
-        key, sep, raw = part.partition("=")
-        key, raw = key.strip().lower(), raw.strip()
-        if not sep or key not in ("width", "gflops") or not raw:
-            raise BadRequest(
-                "invalid_budget",
-                f"X-AnySR-Budget must be 'width=W' and/or 'gflops=G' (comma-separated), got {quote(value)}",
-            )
+        key, _, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
         if key in found:
             raise BadRequest("invalid_budget", f"X-AnySR-Budget gives {key!r} twice: {quote(value)}")
         found[key] = raw
@@ -53,11 +89,8 @@ def parse_budget(value: str | None) -> Budget:
             ) from None
     flops = None
     if "gflops" in found:
-        try:
-            gflops = float(found["gflops"])
-        except ValueError:
-            gflops = math.nan
-        if not math.isfinite(gflops) or gflops <= 0:
+        gflops = float(found["gflops"])
+        if gflops <= 0:
             raise BadRequest(
                 "invalid_budget", f"X-AnySR-Budget gflops must be a positive number, got {quote(found['gflops'])}"
             )
@@ -66,16 +99,15 @@ def parse_budget(value: str | None) -> Budget:
 
 
 def parse_deadline_s(value: str | None) -> float | None:
-    """Parse ``X-AnySR-Deadline-Ms`` into seconds (None when absent)."""
-    if value is None or not value.strip():
+    """Parse ``X-AnySR-Deadline-Ms`` into seconds (None when absent): a number in (0, 3,600,000]."""
+    if value is None:
         return None
-    try:
-        millis = float(value)
-    except ValueError:
-        millis = math.nan
-    if not math.isfinite(millis) or millis <= 0:
+    millis = float(value) if len(value) <= MAX_HEADER_LENGTH and _NUMBER.match(value) else math.nan
+    if not 0 < millis <= MAX_DEADLINE_MS:
         raise BadRequest(
-            "invalid_deadline", f"X-AnySR-Deadline-Ms must be a positive number of milliseconds, got {quote(value)}"
+            "invalid_deadline",
+            f"X-AnySR-Deadline-Ms must be a positive number of milliseconds up to {MAX_DEADLINE_MS:.0f}, "
+            f"got {quote(value)}",
         )
     return millis / 1e3
 

@@ -12,12 +12,15 @@ from models.flops import count_flops
 from models.widths import SCALE_GROUP_BOUNDS, WIDTHS
 from server.deps import ServiceDep
 from server.errors import BadRequest, quote
+from server.headers import parse_number
 from server.metrics import width_label
 
 router = APIRouter(tags=["model"])
 
-#: Up to 7 digits a side: far past any limit, and short enough that parsing can never be the problem.
-_SIZE = re.compile(r"^\s*(\d{1,7})\s*[xX]\s*(\d{1,7})\s*$")
+#: Up to 7 digits a side, no leading zero: far past any limit, and short enough that parsing can never be
+#: the problem. The OpenAPI document states the same pattern.
+SIZE_PATTERN = r"^([1-9][0-9]{0,6})[xX]([1-9][0-9]{0,6})$"
+_SIZE = re.compile(SIZE_PATTERN)
 
 UNTRAINED_WARNING = "UNTRAINED: randomly initialised weights (--allow-untrained); outputs are not super-resolved"
 
@@ -25,7 +28,7 @@ UNTRAINED_WARNING = "UNTRAINED: randomly initialised weights (--allow-untrained)
 def parse_size(text: str) -> tuple[int, int]:
     """``HxW`` (LR height by width, in pixels) → (h, w); 400 if malformed."""
     match = _SIZE.match(text)
-    if match is None or min(int(match[1]), int(match[2])) < 1:
+    if match is None:
         raise BadRequest("invalid_size", f"size must look like 256x256 (height x width, positive), got {quote(text)}")
     return int(match[1]), int(match[2])
 
@@ -33,11 +36,12 @@ def parse_size(text: str) -> tuple[int, int]:
 @router.get("/v1/model", summary="Describe the model and FLOPs per width")
 async def describe_model(
     service: ServiceDep,
-    size: Annotated[str, Query(description="Input size HxW (height x width) for the FLOPs table.")] = "256x256",
-    scale: Annotated[float, Query(description="Scale for the FLOPs table.")] = 2.0,
+    size: Annotated[str, Query()] = "256x256",
+    scale: Annotated[str, Query()] = "2",
 ) -> dict[str, Any]:
     lr_size = parse_size(size)
-    out_size = service.output_size(lr_size, scale, scale)
+    scale_value = parse_number("scale", scale)
+    out_size = service.output_size(lr_size, scale_value, scale_value)
     plan = service.plan(lr_size, out_size)
     info = service.model_info
     group_widths = [{"max_scale": bound, "width": width} for bound, width in zip(SCALE_GROUP_BOUNDS, WIDTHS)]

@@ -22,7 +22,14 @@ from models.flops import count_flops
 from server.codec import MEDIA_TYPES, EncodeOptions, check_output_options, decode_image, encode_image
 from server.deps import LifecycleDep, LimitsDep, ServiceDep
 from server.errors import BadRequest, GatewayTimeout
-from server.headers import parse_budget, parse_deadline_s, server_timing
+from server.headers import (
+    parse_boolean,
+    parse_budget,
+    parse_deadline_s,
+    parse_integer,
+    parse_number,
+    server_timing,
+)
 from server.negotiation import negotiate
 from server.scheduler import WidthRequest
 from server.service import wait_for_tiles
@@ -48,38 +55,39 @@ def resolve_scales(scale: float | None, scale_h: float | None, scale_w: float | 
     return scale_h, scale_w
 
 
-@router.post(
-    "/upscale",
-    summary="Upscale an image by any scale",
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "application/json": {}}}},
-)
+@router.post("/upscale", summary="Upscale an image by any scale")
 async def upscale(
     request: Request,
     service: ServiceDep,
     lifecycle: LifecycleDep,
     limits: LimitsDep,
-    scale: Annotated[float | None, Query(description="Scale for both axes, in (min_scale, max_scale].")] = None,
-    scale_h: Annotated[float | None, Query(description="Vertical scale (overrides scale).")] = None,
-    scale_w: Annotated[float | None, Query(description="Horizontal scale (overrides scale).")] = None,
-    output_format: Annotated[
-        str | None, Query(alias="format", description="Output format (png, jpeg, webp); absent: from Accept.")
-    ] = None,
-    quality: Annotated[int | None, Query(description="JPEG/WebP quality 1-100.")] = None,
-    keep_exif: Annotated[bool, Query(description="Keep the input's EXIF block (orientation reset).")] = False,
-    x_anysr_budget: Annotated[str | None, Header(description="width=W and/or gflops=G.")] = None,
-    x_anysr_deadline_ms: Annotated[str | None, Header(description="Answer within this many ms, or 503.")] = None,
-    accept: Annotated[str | None, Header(description="The answer: an image type or application/json.")] = None,
+    scale: Annotated[str | None, Query()] = None,
+    scale_h: Annotated[str | None, Query()] = None,
+    scale_w: Annotated[str | None, Query()] = None,
+    output_format: Annotated[str | None, Query(alias="format")] = None,
+    quality: Annotated[str | None, Query()] = None,
+    keep_exif: Annotated[str | None, Query()] = None,
+    x_anysr_budget: Annotated[str | None, Header()] = None,
+    x_anysr_deadline_ms: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """Parameters arrive as text and are parsed here, strictly (``server/headers.py``); the OpenAPI document
+    (``server/openapi.py``) states the same grammar and bounds."""
     started = time.perf_counter()
     request_id: str = request.state.request_id
     budget = parse_budget(x_anysr_budget)
     deadline_s = parse_deadline_s(x_anysr_deadline_ms)
-    scale_h, scale_w = resolve_scales(scale, scale_h, scale_w)
+    scale_h, scale_w = resolve_scales(
+        *(
+            None if value is None else parse_number(name, value)
+            for name, value in (("scale", scale), ("scale_h", scale_h), ("scale_w", scale_w))
+        )
+    )
+    quality_value = None if quality is None else parse_integer("quality", quality)
+    keep = False if keep_exif is None else parse_boolean("keep_exif", keep_exif)
     if output_format is not None:
-        output_format = output_format.strip().lower()
-        check_output_options(output_format, quality, limits.output_formats, limits.default_quality)
-    answer = negotiate(accept, output_format, limits.output_formats)
-    check_output_options(answer.format, quality, limits.output_formats, limits.default_quality)
+        check_output_options(output_format, quality_value, limits.output_formats, limits.default_quality)
+    answer = negotiate(request.headers.get("accept"), output_format, limits.output_formats)
+    check_output_options(answer.format, quality_value, limits.output_formats, limits.default_quality)
     client = request.client.host if request.client else "unknown"
 
     with lifecycle.admit(client, getattr(request.state, "api_key_id", None)):
@@ -120,9 +128,9 @@ async def upscale(
             outcome = service.collect(canvas, results, submitted, encode_started)  # stitched as tiles finished
             options = EncodeOptions(
                 format=answer.format,
-                quality=quality if quality is not None else limits.default_quality,
+                quality=quality_value if quality_value is not None else limits.default_quality,
                 png_compress_level=limits.png_compress_level,
-                keep_exif=keep_exif,
+                keep_exif=keep,
                 background=limits.background,
             )
             encoded = await run_in_threadpool(encode_image, outcome.pixels, image, options)  # encode

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from server.colour import MatrixProfile, ProfileError, read_matrix_profile
 from server.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType, quote
@@ -89,6 +89,8 @@ def _open(data: bytes, limits: DecodeLimits) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Pillow warns (and later errors) on decompression bombs; treat its warning as the 413 it is.
+            # Its other warnings (a corrupt EXIF block, read while opening a JPEG) are not the client's concern.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
@@ -125,14 +127,13 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
         else:
             image.load()
             samples, bits = None, 8
-        exif = image.getexif()
+        exif = _read_exif(image)
         orientation = exif.get(_ORIENTATION, 1)
         icc = image.info.get("icc_profile") or None
-        upright = ImageOps.exif_transpose(image) if samples is None else image
+        upright = _TRANSPOSE[orientation](image) if samples is None and orientation in _TRANSPOSE else image
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as error:
         raise BadRequest("invalid_image", f"image data is corrupt: {error}") from None
     if samples is None:
-        assert upright is not None
         rgb, alpha, profile, icc = _from_8bit(upright, icc)
     else:
         rgb, alpha = _split_16bit(_orient(samples, orientation), image.info.get("transparency"))
@@ -212,14 +213,45 @@ def _littlecms_to_srgb(image: Image.Image, icc: bytes) -> tuple[Image.Image, byt
     return converted, srgb.tobytes()
 
 
+def _read_exif(image: Image.Image) -> Image.Exif:
+    """The image's EXIF, or an empty block when it is corrupt: metadata is not worth refusing a picture for
+    (and without a trustworthy orientation tag, the pixels are taken as stored)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            exif = image.getexif()
+            dict(exif)  # reads every tag now, inside the guard
+            return exif
+        except (Warning, OSError, ValueError, SyntaxError, EOFError, KeyError, TypeError, struct.error):
+            return Image.Exif()
+
+
+#: EXIF orientation → the transposition that makes the image upright (as ``ImageOps.exif_transpose``).
+_TRANSPOSE = {
+    2: lambda image: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    3: lambda image: image.transpose(Image.Transpose.ROTATE_180),
+    4: lambda image: image.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+    5: lambda image: image.transpose(Image.Transpose.TRANSPOSE),
+    6: lambda image: image.transpose(Image.Transpose.ROTATE_270),
+    7: lambda image: image.transpose(Image.Transpose.TRANSVERSE),
+    8: lambda image: image.transpose(Image.Transpose.ROTATE_90),
+}
+#: The same on (h, w, C) arrays (16-bit samples, which Pillow cannot hold).
+_ORIENT_ARRAY = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1),
+}
+
+
 def _orient(samples: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1-8) to (h, w, C) samples, as ``ImageOps.exif_transpose`` does to images."""
-    turns = {3: 2, 6: 3, 8: 1, 5: 1, 7: 3}.get(orientation, 0)
-    if orientation in (2, 4, 5, 7):
-        samples = samples[:, ::-1] if orientation in (2, 5, 7) else samples[::-1]
-    if orientation == 4:
-        return np.ascontiguousarray(samples)
-    return np.ascontiguousarray(np.rot90(samples, turns))
+    """Apply an EXIF orientation (1-8) to (h, w, C) samples."""
+    turn = _ORIENT_ARRAY.get(orientation)
+    return samples if turn is None else np.ascontiguousarray(turn(samples))
 
 
 def _split_16bit(samples: np.ndarray, transparency: object) -> tuple[np.ndarray, np.ndarray | None]:

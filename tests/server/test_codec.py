@@ -97,3 +97,28 @@ def test_output_options_are_checked():
         check_output_options("gif", None, ("png", "jpeg"), 90)
     with pytest.raises(Unprocessable, match="quality must be between 1 and 100, got 0"):
         check_output_options("jpeg", 0, ("png", "jpeg"), 90)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_of_16bit_arrays_matches_pillows(orientation):
+    from PIL import ImageOps
+
+    from server.codec import _orient
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(encode(image, "PNG", exif=exif)))))
+    assert np.array_equal(_orient(pixels, orientation), expected)
+
+
+def test_corrupt_exif_is_ignored_not_fatal():
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    data = bytearray(encode(random_image(8, 10), "JPEG", exif=exif))
+    start = data.find(b"Exif\0\0")
+    data[start + 10 : start + 14] = b"\xff\xff\xff\x00"  # the first IFD's offset points past the block
+    decoded = decode_image(bytes(data), LIMITS)
+    assert decoded.size == (8, 10) and decoded.exif is None

@@ -71,21 +71,22 @@ class SuiteConfig:
     memory_width: float = 0.5
     #: RSS sampling rate of the server process during the memory request.
     memory_sample_hz: float = 20.0
-    # -- fairness: a small request is one whole tile (256² at ×2 with the default 256-pixel tiles); a large
-    #    one, 1024², is 16 tiles of 328² windows, each about 1.3x the small one's cost; width 0.5 keeps
-    #    the part to a few minutes on 2 CPU cores.
-    fairness_small_size: int = 256
-    fairness_large_size: int = 1024
+    # -- fairness: a small request is one whole tile (128² at ×2); a large one, 512², is cut into 16 tiles
+    #    of 128 pixels (200² windows with the halo, 256² outputs), each about 1.5x the small request's
+    #    cost, as a server that mixes sizes would be set up (tile cost near the small requests' cost);
+    #    width 0.5 keeps the part to a few minutes on 2 CPU cores.
+    fairness_small_size: int = 128
+    fairness_large_size: int = 512
     fairness_scale: float = 2.0
     fairness_width: float = 0.5
-    fairness_requests: int = 10
+    fairness_requests: int = 8
     fairness_large_concurrency: int = 1
     #: Pause after each small answer, so the next one arrives at another phase of the large tiles.
     fairness_gap_s: float = 0.3
     #: Seconds the large requests run before the first loaded small request.
     fairness_lead_s: float = 2.0
-    #: Server tile size (None: the server's default).
-    fairness_tile_size: int | None = None
+    #: Server tile size (None: the server's default of 256, which makes a large request's tiles 6x the small one).
+    fairness_tile_size: int | None = 128
 
     @property
     def spec(self) -> ModelSpec:

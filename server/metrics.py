@@ -14,7 +14,21 @@ from models.widths import WIDTHS
 from server.scheduler import REASONS
 
 #: Statuses the upscale route can answer with (499: the client went away before the answer).
-STATUSES: tuple[str, ...] = ("200", "400", "413", "415", "422", "429", "499", "500", "503", "504")
+STATUSES: tuple[str, ...] = (
+    "200",
+    "400",
+    "401",
+    "406",
+    "408",
+    "413",
+    "415",
+    "422",
+    "429",
+    "499",
+    "500",
+    "503",
+    "504",
+)
 
 #: End-to-end request latency buckets: CPU upscales take from tens of ms to tens of seconds.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0)

@@ -15,7 +15,7 @@ from models.spec import TINY_SPEC, ModelSpec
 from models.widths import check_width
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("widths", "reference", "batching", "overhead", "memory")
+PARTS = ("widths", "reference", "batching", "overhead", "memory", "fairness")
 MODEL_PARTS = ("widths", "reference", "batching")
 DEFAULT_WEIGHTS = REPO / "weights" / "anysr-edsr-liif.safetensors"
 #: ``--model-spec`` choices for the pure-model parts (the server parts serve the weights file's own spec).
@@ -71,6 +71,22 @@ class SuiteConfig:
     memory_width: float = 0.5
     #: RSS sampling rate of the server process during the memory request.
     memory_sample_hz: float = 20.0
+    # -- fairness: a small request is one whole tile (128² at ×2); a large one, 512², is cut into 16 tiles
+    #    of 128 pixels (200² windows with the halo, 256² outputs), each about 1.5x the small request's
+    #    cost, as a server that mixes sizes would be set up (tile cost near the small requests' cost);
+    #    width 0.5 keeps the part to a few minutes on 2 CPU cores.
+    fairness_small_size: int = 128
+    fairness_large_size: int = 512
+    fairness_scale: float = 2.0
+    fairness_width: float = 0.5
+    fairness_requests: int = 8
+    fairness_large_concurrency: int = 1
+    #: Pause after each small answer, so the next one arrives at another phase of the large tiles.
+    fairness_gap_s: float = 0.3
+    #: Seconds the large requests run before the first loaded small request.
+    fairness_lead_s: float = 2.0
+    #: Server tile size (None: the server's default of 256, which makes a large request's tiles 6x the small one).
+    fairness_tile_size: int | None = 128
 
     @property
     def spec(self) -> ModelSpec:
@@ -93,6 +109,11 @@ QUICK_OVERRIDES = {
     "overhead_requests": 2,
     "overhead_warmup": 1,
     "memory_size": 128,
+    "fairness_small_size": 32,
+    "fairness_large_size": 96,
+    "fairness_requests": 3,
+    "fairness_tile_size": 32,
+    "fairness_lead_s": 0.5,
 }
 
 
@@ -121,6 +142,7 @@ def check(config: SuiteConfig) -> SuiteConfig:
         config.batch_scale,
         config.overhead_scale,
         config.memory_scale,
+        config.fairness_scale,
     )
     if min(scales) <= 1.0:
         raise ValueError(f"every scale must be greater than 1, got {scales}")
@@ -132,6 +154,16 @@ def check(config: SuiteConfig) -> SuiteConfig:
         raise ValueError(
             f"overhead needs >= 1 request and >= 0 warm-ups, got {config.overhead_requests} and "
             f"{config.overhead_warmup}"
+        )
+    if config.fairness_requests < 1 or config.fairness_large_concurrency < 1:
+        raise ValueError(
+            f"fairness needs >= 1 small request and >= 1 large one in flight, got {config.fairness_requests} and "
+            f"{config.fairness_large_concurrency}"
+        )
+    if config.fairness_large_size <= config.fairness_small_size:
+        raise ValueError(
+            f"fairness_large_size ({config.fairness_large_size}) must exceed fairness_small_size "
+            f"({config.fairness_small_size})"
         )
     if config.memory_sample_hz <= 0:
         raise ValueError(f"memory_sample_hz must be positive, got {config.memory_sample_hz}")

@@ -8,7 +8,8 @@
 
 Parts (``--only``): ``widths`` (time per width vs FLOPs ratio), ``reference`` (AnySR.upscale vs plain
 LIIF), ``batching`` (the server runner's throughput per batch size), ``overhead`` (server latency minus
-model time) and ``memory`` (server RSS for a 2048×2048 ×4 request). Each writes ``<out>/<part>.json``
+model time), ``memory`` (server RSS for a 2048×2048 ×4 request) and ``fairness`` (small requests'
+latency while large ones run, fair queuing against first-in-first-out). Each writes ``<out>/<part>.json``
 with its config, the host (CPU, cores, torch, threads, load average before and after, git commit) and its
 results; the page is then rendered from every record in ``<out>``, so a part run alone keeps the others.
 
@@ -40,6 +41,7 @@ PartRunner = Callable[[SuiteConfig], tuple[dict[str, Any], dict[str, Any]]]
 def part_runners() -> dict[str, PartRunner]:
     """Each part's function; imported here so ``--report-only`` loads no server code."""
     from benchmarks.batching import run_batching
+    from benchmarks.fairness import run_fairness
     from benchmarks.model_parts import run_reference, run_widths
     from benchmarks.server_parts import run_memory, run_overhead
 
@@ -49,6 +51,7 @@ def part_runners() -> dict[str, PartRunner]:
         "batching": run_batching,
         "overhead": run_overhead,
         "memory": run_memory,
+        "fairness": run_fairness,
     }
 
 

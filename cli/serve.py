@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 import typing
 from typing import Any
@@ -58,8 +59,6 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from server.app import create_app
     from server.lifecycle import GracefulServer
     from server.model_source import resolve_weights
@@ -87,7 +86,23 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(app, settings)
+    sockets = None
+    if settings.admin_port is not None:  # one server, two listening sockets; the app routes by port
+        sockets = [config.bind_socket(), bind_socket(settings.host, settings.admin_port)]
+    server = GracefulServer(config, app.state.lifecycle, settings.drain_timeout_s)
+    server.run(sockets=sockets)
+    return 0 if server.started else 1
+
+
+def uvicorn_config(app: Any, settings: Any) -> Any:
+    """uvicorn's configuration for ``app``: our h11 protocol (header timeout, connection cap), no proxy
+    trusted unless ``forwarded_allow_ips`` names one, one second of grace after the drain."""
+    import uvicorn
+
+    from server.connections import guarded_protocol
+
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -98,7 +113,19 @@ def run(args: argparse.Namespace) -> int:
         # second drain timeout.
         timeout_graceful_shutdown=1,
         log_config=None,
+        http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
+        # No proxy is trusted unless named: otherwise any client on a trusted address could pick its own
+        # client address with X-Forwarded-For, and with it its own per-client limit.
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )
-    server = GracefulServer(config, app.state.lifecycle, settings.drain_timeout_s)
-    server.run()
-    return 0 if server.started else 1
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (for the admin port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock

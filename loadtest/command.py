@@ -76,6 +76,16 @@ def _add_load_arguments(parser: argparse.ArgumentParser) -> None:
     over.add_argument("--recovery-s", type=float, default=30.0, help="seconds of low load after the overload")
     over.add_argument("--low-load", default="0.25x", help="rate of the baseline and recovery segments")
     over.add_argument("--recovery-factor", type=float, default=2.0, help="recovered: latency <= this x baseline p99")
+    scenario = parser.add_argument_group("deadline scenario (the overload run without, then with, a deadline header)")
+    scenario.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=None,
+        help="run the scenario with X-AnySR-Deadline-Ms set to this on every request (default: no scenario)",
+    )
+    scenario.add_argument(
+        "--deadline-multiple", type=float, default=2.0, help="the scenario's overload rate / capacity"
+    )
     out = parser.add_argument_group("quality and output")
     out.add_argument("--eval-json", type=Path, default=None, help="`anysr eval` JSON for the PSNR cost column")
     out.add_argument("--eval-dataset", default=None, help="use only this dataset of the eval file")
@@ -120,7 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report = sub.add_parser(
         "report", help="rebuild plots and report from results.json", description="rebuild the report"
     )
-    report.add_argument("--results", type=Path, required=True, help="results.json of an earlier run")
+    report.add_argument(
+        "--results",
+        type=Path,
+        action="append",
+        required=True,
+        help="results.json of an earlier run; repeat to put several runs in one report (sections in order)",
+    )
     report.add_argument("--report", type=Path, default=None, help="report path (default: beside results.json)")
 
 
@@ -160,7 +176,7 @@ def build_setup(args: argparse.Namespace) -> LoadSetup:
     import dataclasses
 
     from loadtest.client import SendOptions
-    from loadtest.experiment import ExperimentPlan, OverloadPlan, parse_rate, parse_rates
+    from loadtest.experiment import DeadlinePlan, ExperimentPlan, OverloadPlan, parse_rate, parse_rates
     from loadtest.images import build_pool
     from loadtest.orchestrate import LoadSetup
     from loadtest.quality import load_psnr_table
@@ -179,6 +195,24 @@ def build_setup(args: argparse.Namespace) -> LoadSetup:
             low=parse_rate(args.low_load),
             recovery_factor=args.recovery_factor,
         )
+    deadline = None
+    if args.deadline_ms is not None:
+        if not args.deadline_ms > 0 or not args.deadline_multiple > 0:
+            raise ValueError(
+                f"--deadline-ms and --deadline-multiple must be positive, got {args.deadline_ms} and "
+                f"{args.deadline_multiple}"
+            )
+        deadline = DeadlinePlan(
+            deadline_ms=args.deadline_ms,
+            overload=OverloadPlan(
+                multiple=args.deadline_multiple,
+                overload_s=args.overload_s,
+                baseline_s=args.baseline_s,
+                recovery_s=args.recovery_s,
+                low=parse_rate(args.low_load),
+                recovery_factor=args.recovery_factor,
+            ),
+        )
     plan = ExperimentPlan(
         rates=() if args.rates.strip().lower() == "none" else parse_rates(args.rates),
         step_s=args.step_s,
@@ -190,6 +224,7 @@ def build_setup(args: argparse.Namespace) -> LoadSetup:
         calibration_concurrency=args.calibration_concurrency,
         calibration_max_s=args.calibration_max_s,
         overload=overload,
+        deadline=deadline,
     )
     send = SendOptions(
         output=workload.output,
@@ -217,7 +252,7 @@ def _finish(results: dict[str, Any], records: list[Any], out: Path, report: Path
     from loadtest.report import write_report
 
     plots = plot_all(results, out)
-    print(f"report: {write_report(results, plots, report or out / 'report.md')}")
+    print(f"report: {write_report([results], [plots], report or out / 'report.md')}")
     return 0
 
 
@@ -230,6 +265,15 @@ def _print_summary(results: dict[str, Any]) -> None:
                 f"achieved {step['achieved_rps']:6.2f}/s goodput {step['goodput_rps']:6.2f}/s "
                 f"p50 {step['latency_p50_s'] or 0:6.2f}s p99 {p99 or 0:6.2f}s rejected {step['rejected']} "
                 f"errors {step['errors']} widths {step['width_mix']}"
+            )
+        deadline = run.get("deadline")
+        if deadline:
+            misses = deadline["with"]["misses"]
+            print(
+                f"{run['policy']:>12} deadline {deadline['deadline_ms']:g} ms: goodput "
+                f"{deadline['without']['segments']['overload']['goodput_rps']:.2f}/s without, "
+                f"{deadline['with']['segments']['overload']['goodput_rps']:.2f}/s with; {misses['missed_504']} of "
+                f"{misses['admitted']} admitted missed (504)"
             )
         overload = run.get("overload")
         if overload:
@@ -254,9 +298,10 @@ def run(args: argparse.Namespace) -> int:
         from loadtest.report import write_report
         from loadtest.results import load_results
 
-        results = load_results(args.results)
-        plots = plot_all(results, args.results.parent)
-        print(f"report: {write_report(results, plots, args.report or args.results.parent / 'report.md')}")
+        documents = [load_results(path) for path in args.results]
+        plots = [plot_all(results, path.parent) for results, path in zip(documents, args.results)]
+        target = args.report or args.results[0].parent / "report.md"
+        print(f"report: {write_report(documents, plots, target)}")
         return 0
     from loadtest.calibrate import CalibrationError
     from loadtest.server_process import ServerStartError, check_policy

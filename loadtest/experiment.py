@@ -1,4 +1,5 @@
-"""One experiment against one server: optional capacity calibration, a rate sweep, an optional overload run.
+"""One experiment against one server: optional capacity calibration, a rate sweep, an optional overload run,
+and an optional deadline scenario (the overload run without and with a deadline header on every request).
 
 Rates are given as requests per second (``3``) or as multiples of the measured full-width capacity
 (``1.5x``); the capacity is measured once (``calibrate.py``) unless given, and shared by every policy
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.calibrate import Capacity, measure_capacity
+from loadtest.deadline import DeadlineScenario, run_deadline_scenario
 from loadtest.overload import OverloadSpec, run_overload
 from loadtest.records import RequestRecord
 from loadtest.session import SWEEP_KEY, LoadSession, PhaseSpec
@@ -80,6 +82,14 @@ class OverloadPlan:
 
 
 @dataclass(frozen=True)
+class DeadlinePlan:
+    """The deadline scenario: the overload run without and with ``X-AnySR-Deadline-Ms: deadline_ms``."""
+
+    deadline_ms: float = 10_000.0
+    overload: OverloadPlan = OverloadPlan()
+
+
+@dataclass(frozen=True)
 class ExperimentPlan:
     """Everything about the offered load, shared by every server of a comparison."""
 
@@ -94,6 +104,7 @@ class ExperimentPlan:
     calibration_concurrency: int = 8
     calibration_max_s: float = 300.0
     overload: OverloadPlan | None = None
+    deadline: DeadlinePlan | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.step_s) or self.step_s <= 0:
@@ -103,13 +114,15 @@ class ExperimentPlan:
 
     @property
     def needs_capacity(self) -> bool:
-        return self.overload is not None or any(rate.relative for rate in self.rates)
+        return self.overload is not None or self.deadline is not None or any(rate.relative for rate in self.rates)
 
     def describe(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["rates"] = [str(rate) for rate in self.rates]
         if self.overload is not None:
             data["overload"]["low"] = str(self.overload.low)
+        if self.deadline is not None:
+            data["deadline"]["overload"]["low"] = str(self.deadline.overload.low)
         return data
 
 
@@ -177,7 +190,21 @@ async def run_experiment(
             overload["segments"]["overload"]["rejected"],
             overload["recovery_status"],
         )
-    return {"steps": steps, "overload": overload}, records
+    deadline = None
+    if plan.deadline is not None:
+        assert capacity_rps is not None
+        if plan.settle_s > 0 and (specs or plan.overload is not None):
+            await asyncio.sleep(plan.settle_s)
+        scenario = DeadlineScenario(plan.deadline.deadline_ms, plan.deadline.overload.spec(capacity_rps))
+        deadline, deadline_records = await run_deadline_scenario(session, scenario, plan.settle_s)
+        records += deadline_records
+        logger.info(
+            "deadline scenario: goodput %.2f/s without, %.2f/s with the header; %s of admitted missed",
+            deadline["without"]["segments"]["overload"]["goodput_rps"],
+            deadline["with"]["segments"]["overload"]["goodput_rps"],
+            _fmt(deadline["with"]["misses"]["miss_ratio"]),
+        )
+    return {"steps": steps, "overload": overload, "deadline": deadline}, records
 
 
 def _fmt(value: float | None) -> str:

@@ -84,7 +84,14 @@ def _run_entry(
     overload = experiment["overload"]
     if overload is not None:
         overload["timeline"] = timeline(next(recs for phase, recs in records if phase == "overload"))
-    return {"policy": policy, "model": model, "server": {}, "steps": experiment["steps"], "overload": overload}
+    return {
+        "policy": policy,
+        "model": model,
+        "server": {},
+        "steps": experiment["steps"],
+        "overload": overload,
+        "deadline": experiment.get("deadline"),
+    }
 
 
 def _results(

@@ -230,18 +230,68 @@ def _overload_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_report(results: dict[str, Any], plots: dict[str, Path], report_path: Path) -> str:
-    """The report's Markdown text; plot links are relative to ``report_path``'s folder."""
+def _deadline_section(results: dict[str, Any], depth: int) -> list[str]:
+    runs = [run for run in results["runs"] if run.get("deadline")]
+    if not runs:
+        return []
+    first = runs[0]["deadline"]
+    spec = first["spec"]
+    lines = [
+        f"{'#' * (depth + 1)} Deadline scenario",
+        "",
+        f"The overload run twice per policy on the same schedule and the same requests: baseline "
+        f"{spec['baseline_s']:g} s at {spec['low_rps']:.2f}/s, {spec['overload_s']:g} s at {spec['overload_rps']:.2f}/s "
+        f"(the overload), {spec['recovery_s']:g} s at {spec['low_rps']:.2f}/s; first without headers, then with "
+        f"`X-AnySR-Deadline-Ms: {first['deadline_ms']:g}` on every request. Rows are the overload segment. "
+        "**admitted** = answered 200 or 504 (a refusal at admission is not admitted); **missed** = 504 among "
+        "them; **late 200** = successes that reached the client after the deadline.",
+        "",
+    ]
+    rows = []
+    for run in runs:
+        deadline = run["deadline"]
+        for label, header in (("without", "none"), ("with", f"{deadline['deadline_ms']:g} ms")):
+            segment = deadline[label]["segments"]["overload"]
+            misses = deadline[label]["misses"]
+            ratio = misses["miss_ratio"]
+            row = _row(f"{run['policy']}, deadline {header}", segment)
+            row += [
+                str(misses["admitted"]),
+                f"{misses['missed_504']} ({'–' if ratio is None else f'{100 * ratio:.1f}%'})",
+                str(misses["late_200"]),
+            ]
+            rows.append(row)
+    lines += [_table(["policy, header", *SWEEP_HEADER[1:], "admitted", "missed (504)", "late 200"], rows), ""]
+    for run in runs:
+        deadline = run["deadline"]
+        misses = deadline["with"]["misses"]
+        ratio = misses["miss_ratio"]
+        lines.append(
+            f"- `{run['policy']}`: goodput with the header {_num(deadline['goodput_ratio'])}× the run without "
+            f"(target ≥ 1: {'met' if deadline['goodput_target_met'] else 'not met'}); "
+            f"{'–' if ratio is None else f'{100 * ratio:.1f}%'} of admitted requests missed their deadline "
+            f"(target ≤ 1%: {'met' if deadline['miss_target_met'] else 'not met'})."
+        )
+    return lines + [""]
+
+
+def render_report(results: dict[str, Any], plots: dict[str, Path], report_path: Path, depth: int = 1) -> list[str]:
+    """One results document as Markdown lines (plot links relative to ``report_path``'s folder); at
+    ``depth`` 2 it is a section of a longer report."""
 
     def link(name: str, title: str) -> list[str]:
         if name not in plots:
             return []
         return [f"![{title}]({os.path.relpath(plots[name], report_path.parent)})", ""]
 
+    def heading(level: int, text: str) -> list[str]:
+        return [f"{'#' * (level + depth - 1)} {text}", ""]
+
+    only_deadline = all(not run["steps"] and not run.get("overload") for run in results["runs"])
+    title = "Deadline scenario run" if depth > 1 and only_deadline else "AnySR Serve load test"
     lines = [
-        "# AnySR Serve load test",
-        "",
-        "Regenerate every number and plot in this report with:",
+        *heading(1, title),
+        "Regenerate every number and plot in this " + ("section" if depth > 1 else "report") + " with:",
         "",
         "```",
         results["command"],
@@ -249,23 +299,30 @@ def render_report(results: dict[str, Any], plots: dict[str, Path], report_path: 
         "",
         *_context(results),
         "",
-        "## Rate sweep",
-        "",
     ]
-    for run in results["runs"]:
-        if run["steps"]:
-            lines += [f"### {run['policy']}", ""]
-            lines += [_table(SWEEP_HEADER, [_row(step["rate"], step) for step in run["steps"]]), ""]
-    lines += link("latency_throughput", "Latency vs throughput")
-    lines += link("goodput", "Goodput vs offered load")
-    lines += link("width_mix", "Width mix vs offered load")
-    lines += _overload_section(results)
-    lines += link("overload_timeline", "Overload timeline")
+    if any(run["steps"] for run in results["runs"]):
+        lines += heading(2, "Rate sweep")
+        for run in results["runs"]:
+            if run["steps"]:
+                lines += heading(3, run["policy"])
+                lines += [_table(SWEEP_HEADER, [_row(step["rate"], step) for step in run["steps"]]), ""]
+        lines += link("latency_throughput", "Latency vs throughput")
+        lines += link("goodput", "Goodput vs offered load")
+        lines += link("width_mix", "Width mix vs offered load")
+    overload = _overload_section(results)
+    if overload:
+        lines += heading(2, "Overload and recovery") + overload[2:]
+        lines += link("overload_timeline", "Overload timeline")
+    lines += _deadline_section(results, depth)
+    return lines
+
+
+def write_report(documents: list[dict[str, Any]], plots: list[dict[str, Path]], report_path: Path) -> Path:
+    """One report of every results document in order (the first is the main one), then the definitions."""
+    lines: list[str] = []
+    for index, (results, document_plots) in enumerate(zip(documents, plots)):
+        lines += render_report(results, document_plots, report_path, depth=1 if index == 0 else 2)
     lines += ["## Definitions", "", DEFINITIONS]
-    return "\n".join(lines)
-
-
-def write_report(results: dict[str, Any], plots: dict[str, Path], report_path: Path) -> Path:
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_report(results, plots, report_path))
+    report_path.write_text("\n".join(lines))
     return report_path

@@ -18,12 +18,14 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from models.anysr import AnySR
+from server.access import AccessMiddleware, AccessPolicy, ApiKeys, read_keys_file
 from server.batcher import Batcher, BatchLimits
 from server.codec import DecodeLimits
-from server.deps import RequestLimits
+from server.deps import RequestLimits, reject_repeats
 from server.errors import install_error_handlers
 from server.jobs import TileJob
 from server.lifecycle import Lifecycle
@@ -31,6 +33,7 @@ from server.load import CpuProbe, GpuProbe, GpuReading, LoadSampler
 from server.metrics import ServerMetrics, width_label
 from server.middleware import RequestIdMiddleware, UpscaleGuardMiddleware
 from server.model_source import injected_info, load_model
+from server.openapi import build_openapi
 from server.routes import api_router
 from server.runner import ModelRunner, RunnerConfig
 from server.scheduler import SchedulerPolicy, parse_policy
@@ -84,6 +87,7 @@ def scheduler_policy(settings: Settings, model_widths: tuple[float, ...]) -> Sch
         overload_queue_s=settings.overload_queue_s,
         min_gpu_free_bytes=settings.min_gpu_free_bytes,
         hysteresis=settings.hysteresis,
+        max_queue_s=settings.max_queue_s,
     )
 
 
@@ -111,7 +115,32 @@ def request_limits(settings: Settings) -> RequestLimits:
         png_compress_level=settings.png_compress_level,
         max_body_bytes=settings.max_body_bytes,
         request_timeout_s=settings.request_timeout_s,
+        background=settings.background_rgb(),
     )
+
+
+def access_policy(settings: Settings) -> AccessPolicy:
+    keys = list(settings.api_keys)
+    if settings.api_keys_file is not None:
+        keys += read_keys_file(settings.api_keys_file)
+    return AccessPolicy(
+        keys=ApiKeys.from_keys(keys),
+        key_header=settings.api_key_header,
+        public_admin=settings.public_admin,
+        admin_port=settings.admin_port,
+    )
+
+
+#: Response headers a browser client may read when CORS is on.
+EXPOSED_HEADERS = [
+    "X-AnySR-Width",
+    "X-AnySR-FLOPs",
+    "X-AnySR-Reason",
+    "X-AnySR-Tiles",
+    "X-Request-ID",
+    "Server-Timing",
+    "Retry-After",
+]
 
 
 def runner_config(settings: Settings) -> RunnerConfig:
@@ -148,7 +177,8 @@ def create_app(
     """Build the app. Give ``model`` (or ``runner``) to skip loading ``settings.weights``."""
     settings = settings or Settings()
     metrics = ServerMetrics()
-    lifecycle = Lifecycle(settings.max_requests_per_client)
+    lifecycle = Lifecycle(settings.max_requests_per_client, settings.max_requests_per_key)
+    access = access_policy(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -161,7 +191,13 @@ def create_app(
         for width, rate in rates.items():
             throughput.seed(width, rate)
             metrics.throughput.labels(width=width_label(width)).set(rate)
-        batcher = Batcher(served.run_batch, batch_limits(settings, served.device.type), metrics, throughput)
+        batcher = Batcher(
+            served.run_batch,
+            batch_limits(settings, served.device.type),
+            metrics,
+            throughput,
+            fair=settings.queue_order == "fair",
+        )
         batcher.start()
         lifecycle.on_drain_expired(lambda: batcher.close(timeout_s=0.0))
         probe = gpu_probe
@@ -217,15 +253,36 @@ def create_app(
         summary="Any-scale, any-resource image super-resolution.",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(reject_repeats)],
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
     app.state.request_limits = request_limits(settings)
+    app.state.single_headers = (settings.api_key_header.lower(),)
     app.state.service = None
     install_error_handlers(app)
-    # Added innermost first: the request id wraps everything, so even a 413 from the guard carries it.
-    app.add_middleware(UpscaleGuardMiddleware, path="/upscale", max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    # Added innermost first: the request id wraps everything, so even a 413 from the guard carries it;
+    # CORS wraps the access check, so preflights pass and refusals carry CORS headers; the guard counts 401s.
+    app.add_middleware(AccessMiddleware, policy=access)
+    app.add_middleware(
+        UpscaleGuardMiddleware,
+        path="/upscale",
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        body_timeout_s=settings.body_timeout_s,
+        drain_expired=lifecycle.drain_expired,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Accept", "X-AnySR-Budget", "X-AnySR-Deadline-Ms", "X-Request-ID"]
+            + [settings.api_key_header],
+            expose_headers=EXPOSED_HEADERS,
+        )
     app.add_middleware(RequestIdMiddleware)
     app.include_router(api_router)
+    app.openapi = lambda: build_openapi(app, settings)  # type: ignore[method-assign]
     return app

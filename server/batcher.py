@@ -1,8 +1,14 @@
 """Cross-request tile batching: a non-blocking handle, one loop task that owns the queue, a pure policy.
 
-- :func:`next_batch` is the policy: drop abandoned jobs, then take the oldest job's key and as many
-  jobs of that key as fit the limits (count, LR pixels), or wait until the oldest has waited
-  ``max_wait_s``. Pure and clock-free (``now`` is passed in), so it is tested without threads.
+- :func:`next_batch` is the policy: drop abandoned jobs, then take the first job in run order (smallest
+  tag, then arrival) and as many jobs of its key, in run order, as fit the limits (count, LR pixels),
+  or wait until that job has waited ``max_wait_s``. Pure and clock-free (``now`` is passed in), so it
+  is tested without threads.
+- Tags make the queue fair across requests (start-time fair queuing, ``server/admission.py``): ``submit``
+  tags a request's k-th tile ``V + k·c`` (``V`` the tag of the batch that started last, ``c`` its
+  predicted seconds per tile), so a small request's tile runs after the batch on the device and at most
+  one tile of each request already waiting, not after all 64 tiles of a large one. ``fair=False``
+  gives every tile of a request one tag in arrival order (first in, first out).
 - :class:`Batcher` is the handle and the loop. ``submit`` never blocks (it raises when the queue is
   full or closed); the loop runs each batch on one inference thread via the injected ``run_batch``
   (a model runner in production, a fake in tests) and resolves one future per job. If a batch
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from server.admission import QueuedTile, QueueView, rate_for
 from server.jobs import TileJob, TileResult
 from server.metrics import ServerMetrics, width_label
 from server.throughput import ThroughputTracker
@@ -67,19 +74,23 @@ class NextBatch:
     retry_at_s: float | None = None
 
 
-def next_batch(queue: deque[TileJob], limits: BatchLimits, now: float) -> NextBatch:
-    """Remove and return the next batch from ``queue`` (FIFO by oldest job), plus abandoned jobs.
+def run_order(job: TileJob) -> tuple[float, int]:
+    """The key the queue runs in: smallest tag first, then arrival."""
+    return job.tag, job.seq
 
-    A batch holds jobs of the oldest job's key only, in queue order, up to ``max_tiles`` and
-    ``max_pixels`` (always at least one job). It is returned once full or once the oldest job has
+
+def next_batch(queue: deque[TileJob], limits: BatchLimits, now: float) -> NextBatch:
+    """Remove and return the next batch from ``queue`` (in :func:`run_order`), plus abandoned jobs.
+
+    A batch holds jobs of the first job's key only, in run order, up to ``max_tiles`` and
+    ``max_pixels`` (always at least one job). It is returned once full or once the first job has
     waited ``max_wait_s``; until then ``jobs`` is empty and ``retry_at_s`` says when to call again.
-    Jobs of other keys keep their places.
+    Jobs not taken keep their places; the queue is left in run order.
     """
     dropped = [job for job in queue if job.abandoned]
-    if dropped:
-        kept = [job for job in queue if not job.abandoned]
-        queue.clear()
-        queue.extend(kept)
+    ordered = sorted((job for job in queue if not job.abandoned), key=run_order)
+    queue.clear()
+    queue.extend(ordered)
     if not queue:
         return NextBatch([], dropped)
     head = queue[0]
@@ -130,9 +141,11 @@ class Batcher:
         metrics: ServerMetrics,
         throughput: ThroughputTracker,
         thread_name: str = "anysr-infer",
+        fair: bool = True,
     ) -> None:
         self._run_batch = run_batch
         self.limits = limits
+        self.fair = fair
         self._metrics = metrics
         self._throughput = throughput
         self._thread_name = thread_name
@@ -146,6 +159,11 @@ class Batcher:
         self._pending_flops: dict[float, int] = {}
         self._pending_pixels = 0
         self._pending_tiles = 0
+        # Fair-queuing state: the tag of the batch that started last, arrival counters, the running batch.
+        self._virtual_time = 0.0
+        self._next_seq = 0
+        self._next_request = 0
+        self._running: tuple[float, int, float] | None = None  # width, FLOPs, perf_counter start
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -192,23 +210,59 @@ class Batcher:
 
     # -- handle ----------------------------------------------------------------------------------
 
-    def submit(self, jobs: list[TileJob]) -> None:
-        """Queue all of a request's tiles at once, or none. Never blocks.
+    def submit(self, jobs: list[TileJob], deadline_at_s: float | None = None) -> None:
+        """Queue all of a request's tiles at once, or none, tagged for fair queuing. Never blocks.
 
+        ``deadline_at_s`` (``perf_counter`` time) is the request's deadline, which admission protects.
         Raises :class:`BatcherClosed` while draining and :class:`QueueFull` when the tiles would push
         the queue past ``max_queue_tiles`` (a request is always admitted into an empty queue, so a
-        large image cannot be refused forever).
+        large image cannot be refused forever; admission refuses what could not finish in time).
         """
         if self._closing or self._task is None:
             raise BatcherClosed("the server is not accepting work")
         if self._pending_tiles and self._pending_tiles + len(jobs) > self.limits.max_queue_tiles:
             raise QueueFull(self._pending_tiles, len(jobs), self.limits.max_queue_tiles)
         now = time.perf_counter()
+        request = self._next_request
+        self._next_request += 1
+        rates = self._throughput.flops_per_s()
+        tag = self._virtual_time if self.fair else float(request)
         for job in jobs:
             job.submitted_s = now
+            job.tag = tag
+            job.seq = self._next_seq
+            job.request_seq = request
+            job.deadline_at_s = deadline_at_s
+            self._next_seq += 1
+            if self.fair:
+                rate = rate_for(job.width, rates)
+                tag += job.flops / rate if rate else 1.0
             self._queue.append(job)
         self._account(jobs, +1)
         self._wakeup.set()
+
+    def queue_view(self) -> QueueView:
+        """The queue tile by tile, in run order, with each request's time left to its deadline (admission)."""
+        now = time.perf_counter()
+        requests: dict[int, int] = {}
+        deadlines: list[float | None] = []
+        tiles = []
+        for job in sorted((job for job in self._queue if not job.abandoned), key=run_order):
+            index = requests.get(job.request_seq)
+            if index is None:
+                index = requests[job.request_seq] = len(deadlines)
+                deadlines.append(None if job.deadline_at_s is None else job.deadline_at_s - now)
+            tiles.append(QueuedTile(job.tag, job.width, job.flops, index))
+        width, flops, started = self._running or (1.0, 0, now)
+        return QueueView(
+            virtual_time=self._virtual_time,
+            tiles=tuple(tiles),
+            deadlines_s=tuple(deadlines),
+            running_width=width,
+            running_flops=flops,
+            running_elapsed_s=now - started,
+            fair=self.fair,
+        )
 
     @property
     def queue_depth(self) -> int:
@@ -277,6 +331,8 @@ class Batcher:
         width = jobs[0].width
         label = width_label(width)
         started = time.perf_counter()
+        self._virtual_time = max(self._virtual_time, jobs[0].tag)
+        self._running = (width, sum(job.flops for job in jobs), started)
         for job in jobs:
             job.started_s = started
             self._metrics.queue_wait.labels(width=label).observe(started - job.submitted_s)
@@ -297,6 +353,7 @@ class Batcher:
                     job.future.set_exception(error)
             return
         finally:
+            self._running = None
             self._account(jobs, -1)
         elapsed = time.perf_counter() - started
         flops = sum(job.flops for job in jobs)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from server.codec import DecodeLimits
 from server.errors import Unavailable
+from server.headers import SINGLE_HEADERS, check_not_repeated
 from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.service import UpscaleService
@@ -28,6 +29,8 @@ class RequestLimits:
     png_compress_level: int
     max_body_bytes: int
     request_timeout_s: float
+    #: RGB in [0, 1] that transparent images are composited onto for JPEG output.
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def get_service(request: Request) -> UpscaleService:
@@ -53,3 +56,10 @@ ServiceDep = Annotated[UpscaleService, Depends(get_service)]
 LifecycleDep = Annotated[Lifecycle, Depends(get_lifecycle)]
 MetricsDep = Annotated[ServerMetrics, Depends(get_metrics)]
 LimitsDep = Annotated[RequestLimits, Depends(get_limits)]
+
+
+def reject_repeats(request: Request) -> None:
+    """App-wide dependency: a repeated query parameter or single-valued header is a 400 (before any
+    parameter is read)."""
+    extra = tuple(getattr(request.app.state, "single_headers", ()))
+    check_not_repeated(request.query_params.multi_items(), request.headers.raw, SINGLE_HEADERS + extra)

@@ -7,25 +7,32 @@ The hierarchy, by HTTP status::
     ├── PayloadTooLarge          413 body bytes or input pixels over the limit
     ├── UnsupportedMediaType     415 content type or image format not accepted
     ├── Unprocessable            422 well-formed but out of range (scale, output size, budget, quality)
-    ├── TooManyRequests          429 this client has too many requests in flight
+    ├── Unauthorized             401 missing or unknown API key
+    ├── NotAcceptable            406 Accept names no format this server writes
+    ├── RequestTimeout           408 the body did not arrive within the body timeout
+    ├── TooManyRequests          429 this client (or API key) has too many requests in flight
     ├── Unavailable              503 queue full, draining, not ready, deadline unreachable (+ Retry-After)
     ├── GatewayTimeout           504 the request timed out before its tiles finished
     └── ClientClosedRequest      499 the client disconnected first (nginx's code; nobody reads the answer)
 
 Handlers installed by :func:`install_error_handlers` also map FastAPI's validation errors (a query
-value of the wrong type) to 400, unknown routes and methods to the same JSON shape, and anything
-unexpected to a logged 500 that names the request id but leaks no internals.
+value of the wrong type) to 400, a client that disconnects mid-upload to 499 (one INFO line),
+unknown routes and methods to the same JSON shape, and anything unexpected to a logged 500 that
+names the request id but leaks no internals. Messages quote a client's values cut to
+:data:`QUOTE_LIMIT` characters and never carry an object's repr.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger("anysr.server.errors")
 
@@ -63,6 +70,21 @@ class Unprocessable(ServiceError):
     status = 422
 
 
+class Unauthorized(ServiceError):
+    status = 401
+
+
+class NotAcceptable(ServiceError):
+    status = 406
+
+
+class RequestTimeout(ServiceError):
+    status = 408
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still be on its way: do not reuse the connection
+
+
 class TooManyRequests(ServiceError):
     status = 429
 
@@ -79,8 +101,37 @@ class ClientClosedRequest(ServiceError):
     status = 499
 
 
+#: Longest stretch of a client's value quoted back in an error message.
+QUOTE_LIMIT = 100
+#: An object's default repr (``<_io.BytesIO object at 0x7f...>``): a library's message may carry one.
+_OBJECT_REPR = re.compile(r"<[^<>]{0,200}? at 0x[0-9a-fA-F]+>")
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A client's value for an error message: text in quotes, cut to ``limit`` characters (saying how long
+    it was), numbers as written; anything else by its type only, never its repr."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("latin-1")
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int | float):
+        text = str(value)
+        return text if len(text) <= limit else f"a number of {len(text)} digits"
+    if not isinstance(value, str):
+        return f"a value of type {type(value).__name__}"
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def clean_message(message: str) -> str:
+    """Strip object reprs from a message (e.g. one Pillow wrote) and bound its length."""
+    message = _OBJECT_REPR.sub("the input", message)
+    return message if len(message) <= 4 * QUOTE_LIMIT else message[: 4 * QUOTE_LIMIT] + "..."
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": clean_message(message)}}
 
 
 def error_response(error: ServiceError) -> JSONResponse:
@@ -92,7 +143,7 @@ def _describe_validation(error: RequestValidationError) -> str:
     for item in error.errors():
         location = ".".join(str(part) for part in item.get("loc", ()) if part not in ("query", "header", "body"))
         value = item.get("input")
-        parts.append(f"{location or 'request'}: {item.get('msg', 'invalid')} (got {value!r})")
+        parts.append(f"{location or 'request'}: {item.get('msg', 'invalid')} (got {quote(value)})")
     return "; ".join(parts) or "invalid request"
 
 
@@ -104,6 +155,12 @@ async def _service_error(_: Request, error: Exception) -> JSONResponse:
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     return error_response(BadRequest("invalid_parameter", _describe_validation(error)))
+
+
+async def _client_disconnected(request: Request, _: Exception) -> JSONResponse:
+    """The client went away while its body was being read: one INFO line, counted as 499, no traceback."""
+    logger.info("client disconnected during upload (request %s)", getattr(request.state, "request_id", ""))
+    return error_response(ClientClosedRequest("client_closed", "client disconnected before sending its body"))
 
 
 async def _http_error(_: Request, error: Exception) -> JSONResponse:
@@ -127,6 +184,7 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on ``app`` (called by ``create_app``)."""
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

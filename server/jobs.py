@@ -16,18 +16,20 @@ import torch
 
 
 class BatchKey(NamedTuple):
-    """What must match for jobs to stack: the subnet width and the LR window and output tile shapes."""
+    """What must match for jobs to stack: the subnet width, the LR window and output tile shapes, and
+    whether the output stays float (``exact``: 16-bit or colour-converted images) or is 8-bit."""
 
     width: float
     lr_shape: tuple[int, int]
     out_shape: tuple[int, int]
+    exact: bool = False
 
 
 @dataclass(frozen=True)
 class TileResult:
     """One job's output and the batch it ran in (for the request's Server-Timing)."""
 
-    #: (Th, Tw, 3) uint8 pixels, or None when they were written into the job's ``out`` view.
+    #: (Th, Tw, 3) pixels (uint8, or float32 for exact keys), or None when written into the job's ``out`` view.
     pixels: torch.Tensor | None
     #: Identifies the batch, so a request counts a shared batch's compute time once.
     batch_id: int
@@ -62,6 +64,13 @@ class TileJob:
     #: ``time.perf_counter()`` when queued; set by the batcher.
     submitted_s: float = 0.0
     started_s: float | None = field(default=None)
+    #: Start tag (predicted seconds of virtual time) and arrival number: the queue runs in (tag, seq) order.
+    #: Set by the batcher on submit (see ``server/admission.py`` for how tags make the queue fair).
+    tag: float = 0.0
+    seq: int = 0
+    #: Which submit (request) the tile came with, and that request's deadline (``perf_counter`` time).
+    request_seq: int = 0
+    deadline_at_s: float | None = None
 
     @property
     def lr_pixels(self) -> int:

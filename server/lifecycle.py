@@ -27,14 +27,18 @@ logger = logging.getLogger("anysr.server.lifecycle")
 class Lifecycle:
     """Whether the server takes work, and how much it is doing, per client and in total."""
 
-    def __init__(self, max_requests_per_client: int) -> None:
+    def __init__(self, max_requests_per_client: int, max_requests_per_key: int | None = None) -> None:
         self.max_requests_per_client = max_requests_per_client
+        self.max_requests_per_key = max_requests_per_key or max_requests_per_client
         self.ready = False
         self.draining = False
         self.in_flight = 0
         self._per_client: dict[str, int] = {}
+        self._per_key: dict[str, int] = {}
         self._drain_deadline: float | None = None
         self._expiry_hooks: list[Callable[[], Awaitable[None]]] = []
+        #: Set when the drain deadline passes: request bodies still arriving then end with 503 draining.
+        self.drain_expired = asyncio.Event()
 
     def mark_ready(self) -> None:
         self.ready = True
@@ -60,6 +64,7 @@ class Lifecycle:
 
     async def expire_drain(self) -> None:
         """The drain deadline has passed: run the expiry hooks once."""
+        self.drain_expired.set()
         hooks, self._expiry_hooks = self._expiry_hooks, []
         for hook in hooks:
             await hook()
@@ -75,8 +80,9 @@ class Lifecycle:
         return self.ready and not self.draining
 
     @contextlib.contextmanager
-    def admit(self, client: str) -> Iterator[None]:
-        """Count one request from ``client`` for its duration; 503 if not accepting, 429 if it has too many."""
+    def admit(self, client: str, key_id: str | None = None) -> Iterator[None]:
+        """Count one request from ``client`` (and API key ``key_id``, if any) for its duration; 503 if not
+        accepting, 429 if the address or the key already has its most requests in flight."""
         if self.draining:
             raise Unavailable("draining", "server is shutting down; retry on another instance", retry_after_s=1)
         if not self.ready:
@@ -89,17 +95,24 @@ class Lifecycle:
                 f"{self.max_requests_per_client} are allowed",
                 retry_after_s=1,
             )
-        self._per_client[client] = current + 1
+        if key_id is not None and self._per_key.get(key_id, 0) >= self.max_requests_per_key:
+            raise TooManyRequests(
+                "too_many_requests",
+                f"API key {key_id} already has {self._per_key[key_id]} requests in flight; at most "
+                f"{self.max_requests_per_key} are allowed",
+                retry_after_s=1,
+            )
+        _bump(self._per_client, client, +1)
+        if key_id is not None:
+            _bump(self._per_key, key_id, +1)
         self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
-            remaining = self._per_client[client] - 1
-            if remaining:
-                self._per_client[client] = remaining
-            else:
-                del self._per_client[client]
+            _bump(self._per_client, client, -1)
+            if key_id is not None:
+                _bump(self._per_key, key_id, -1)
 
     async def wait_idle(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """Wait until no request is in flight or ``timeout_s`` passes; True if idle."""
@@ -140,3 +153,11 @@ class GracefulServer(uvicorn.Server):
                 await self.lifecycle.expire_drain()
                 self.should_exit = True
         return await super().on_tick(counter)
+
+
+def _bump(counts: dict[str, int], name: str, delta: int) -> None:
+    remaining = counts.get(name, 0) + delta
+    if remaining > 0:
+        counts[name] = remaining
+    else:
+        counts.pop(name, None)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from server.admission import QueueView
 from server.metrics import ServerMetrics
 from server.scheduler import LoadSnapshot, queued_work_s
 from server.throughput import ThroughputTracker
@@ -294,6 +295,8 @@ class QueueStats(Protocol):
 
     def queued_flops(self) -> dict[float, int]: ...
 
+    def queue_view(self) -> QueueView: ...
+
 
 class LoadSampler:
     """Smoothed load readings plus live queue state → :class:`LoadSnapshot`."""
@@ -356,6 +359,8 @@ class LoadSampler:
             flops_per_s=self._throughput.flops_per_s(),
             request_overhead_s=self._throughput.overhead_s,
             timestamp_s=time.monotonic(),
+            queue=self._queue.queue_view(),
+            calibration=self._throughput.calibration,
         )
 
     def start(self) -> None:

@@ -16,7 +16,21 @@ from models.widths import width_label as format_width
 from server.scheduler import REASONS
 
 #: Statuses the upscale route can answer with (499: the client went away before the answer).
-STATUSES: tuple[str, ...] = ("200", "400", "413", "415", "422", "429", "499", "500", "503", "504")
+STATUSES: tuple[str, ...] = (
+    "200",
+    "400",
+    "401",
+    "406",
+    "408",
+    "413",
+    "415",
+    "422",
+    "429",
+    "499",
+    "500",
+    "503",
+    "504",
+)
 
 #: End-to-end request latency buckets: CPU upscales take from tens of ms to tens of seconds.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0)
@@ -129,11 +143,17 @@ class ServerMetrics:
             ["width"],
             registry=registry,
         )
+        self.prediction_calibration = Gauge(
+            "anysr_prediction_calibration_ratio",
+            "Factor applied to predicted device seconds at admission, learned from measured completions.",
+            registry=registry,
+        )
         self.ready = Gauge(
             "anysr_ready", "1 when warmed up and accepting work, 0 while starting or draining.", registry=registry
         )
         for status in STATUSES:
             self.requests.labels(status=status)
+        self.prediction_calibration.set(1.0)
         self.gpu_utilisation.set(float("nan"))
         self.gpu_memory_free.set(float("nan"))
         self.declare_widths(widths)

@@ -1,15 +1,18 @@
-"""Two small ASGI middlewares: request ids on every response, and the upscale route's guard.
+"""Two small ASGI middlewares: request ids on every response, and the upscale route's guard (body size,
+body time, drain).
 
 Pure ASGI (no ``BaseHTTPMiddleware``), so streaming and cancellation behave as without them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from server.errors import PayloadTooLarge, error_body
+from server.errors import PayloadTooLarge, RequestTimeout, Unavailable, error_body
 from server.headers import request_id_from
 from server.metrics import ServerMetrics
 
@@ -51,18 +54,35 @@ class RequestIdMiddleware:
 
 
 class UpscaleGuardMiddleware:
-    """On one path: cap the body at ``max_body_bytes`` (413) and count every answer by status.
+    """On one path: guard the body, and count every answer by status.
 
-    A declared Content-Length over the cap is refused before reading; a chunked body is counted as
-    it streams and refused once it passes the cap. Counting here sees every status, including the
-    400s FastAPI raises before the handler runs and the 500s of unexpected errors.
+    - Size: a declared Content-Length over ``max_body_bytes`` is refused before reading (413); a chunked
+      body is counted as it streams and refused once it passes the cap.
+    - Time: the body must arrive within ``body_timeout_s`` of the headers (408 ``body_timeout``, and the
+      connection is closed), so a client that stalls mid-upload cannot hold an in-flight slot.
+    - Drain: once the drain deadline has passed (``drain_expired`` set), a body still arriving ends with
+      the documented 503 ``draining`` instead of holding shutdown.
+
+    Only reads of the body are guarded: once it is complete, the route listens on the same channel for
+    a disconnect, which may take as long as the request does. Counting here sees every status,
+    including the 400s FastAPI raises before the handler runs and the 500s of unexpected errors.
     """
 
-    def __init__(self, app: ASGIApp, path: str, max_body_bytes: int, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        path: str,
+        max_body_bytes: int,
+        metrics: ServerMetrics,
+        body_timeout_s: float = 30.0,
+        drain_expired: asyncio.Event | None = None,
+    ) -> None:
         self.app = app
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
+        self.drain_expired = drain_expired or asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path:
@@ -84,20 +104,46 @@ class UpscaleGuardMiddleware:
             return
 
         received = 0
+        complete = False
+        deadline = time.monotonic() + self.body_timeout_s
 
-        async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+        async def receive_guarded() -> Message:
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            message = await self._receive_by(receive, deadline)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise PayloadTooLarge("body_too_large", f"body exceeds the limit of {limit} bytes")
             return message
 
         try:
-            await self.app(scope, receive_limited, send_counted)
+            await self.app(scope, receive_guarded, send_counted)
         finally:
             self.metrics.count_request(status)
+
+    async def _receive_by(self, receive: Receive, deadline: float) -> Message:
+        """One body message, unless the body timeout or the drain deadline comes first."""
+        if self.drain_expired.is_set():
+            raise Unavailable("draining", "server shut down before the request body arrived", retry_after_s=1)
+        receiving = asyncio.ensure_future(receive())
+        expiry = asyncio.ensure_future(self.drain_expired.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {receiving, expiry}, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            expiry.cancel()
+        if receiving in done:
+            return receiving.result()
+        receiving.cancel()
+        if expiry in done:
+            raise Unavailable("draining", "server shut down before the request body arrived", retry_after_s=1)
+        raise RequestTimeout(
+            "body_timeout", f"the request body did not arrive within {self.body_timeout_s:g} s (body_timeout_s)"
+        )
 
     @staticmethod
     async def _refuse(send: Send, message: str) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from models.anysr import AnySR
 from models.devices import resolve_device
+from models.geometry import output_side
 from models.precision import choose_precision
 from models.spec import ModelSpec
 from server.jobs import BatchKey, TileJob
@@ -119,9 +120,10 @@ class ModelRunner:
         return rgb.reshape(len(jobs), out_h, out_w, 3).permute(0, 3, 1, 2)
 
     def run_batch(self, jobs: list[TileJob]) -> list[torch.Tensor]:
-        """Run a batch and quantise: one (Th, Tw, 3) uint8 tensor per job, in order (the batcher's RunBatch)."""
+        """Run a batch: one (Th, Tw, 3) tensor per job, in order (the batcher's RunBatch), quantised to uint8,
+        or float32 in [0, 1] units, unclamped, for an ``exact`` key (16-bit or colour-converted images)."""
         out_h, out_w = jobs[0].key.out_shape
-        pixels = self._decode(jobs, quantise=True)
+        pixels = self._decode(jobs, quantise=not jobs[0].key.exact)
         return list(pixels.reshape(len(jobs), out_h, out_w, 3).unbind(0))
 
     def warm_up(self, widths: tuple[float, ...], lr_size: int, scale: float = 2.0) -> dict[float, float]:
@@ -132,7 +134,7 @@ class ModelRunner:
         """
         generator = torch.Generator().manual_seed(0)
         lr = torch.rand(3, lr_size, lr_size, generator=generator)
-        out = max(1, round(lr_size * scale))
+        out = output_side(lr_size, scale)
         plan = plan_tiles((lr_size, lr_size), (out, out), tile_size=lr_size, halo=0)
         tile = Tile(0, 0, 0, 0)
         ys, xs, cell = tile_query(plan, tile)

@@ -15,9 +15,17 @@ Policies (``SchedulerPolicy.mode``):
 - ``fixed``: always ``fixed_width``.
 
 Request overrides, in order of precedence: a forced width (``X-AnySR-Budget: width=W``) wins outright;
-a FLOPs budget (``gflops=G``) and a deadline (``X-AnySR-Deadline-Ms``) each pick the widest width
-that satisfies them (both: the widest satisfying both). A forced width is still checked against a
-budget or deadline given with it.
+a FLOPs budget (``gflops=G``) picks the widest width within it. Otherwise the policy's width stands.
+
+Then admission (``server/admission.py`` predicts): every request has a deadline, its
+``X-AnySR-Deadline-Ms`` or else the server's request timeout. The width is narrowed, within what the
+request allows (any narrower served width for adaptive or a deadline header; none for a forced width,
+or for fixed and scale-groups without a header), to the widest one that is predicted to finish in time,
+pushes no queued request past its deadline, keeps the queue within ``max_queue_s``, and, when others
+are already waiting, leaves room for a request like it to arrive next and still be served in time at
+the narrowest width; when no width leaves that room, the narrowest that meets the rest is taken (the
+overload level's answer). If none meets the rest, the request is refused: :class:`RequestTooCostly`
+when it would be late even on an idle server, else :class:`DeadlineUnreachable` or :class:`QueueTooLong`.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from models.widths import WIDTHS, check_width, width_for_scale
+from server.admission import Placement, QueueView, place
 
 #: Load levels, in increasing order. The level is part of every decision so hysteresis can use it.
 IDLE, MODERATE, HEAVY, OVERLOADED = 0, 1, 2, 3
@@ -71,6 +80,10 @@ class LoadSnapshot:
     #: Smoothed per-request time outside the model (decode, plan, stitch, encode), seconds.
     request_overhead_s: float = 0.0
     timestamp_s: float = 0.0
+    #: The queue tile by tile, in run order, for admission's predictions.
+    queue: QueueView = field(default_factory=QueueView)
+    #: Measured / predicted device time of recent requests (``ThroughputTracker.calibration``).
+    calibration: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +99,20 @@ class WidthRequest:
     flops: Mapping[float, int]
     forced_width: float | None = None
     budget_flops: int | None = None
+    #: The ``X-AnySR-Deadline-Ms`` deadline in seconds, if the request gave one.
     deadline_s: float | None = None
+    #: The server's request timeout in seconds (None: no limit).
+    timeout_s: float | None = None
+    #: Tiles the request is cut into (``flops`` covers all of them).
+    tiles: int = 1
+    #: Seconds the request has already spent (reading, decoding) when the scheduler sees it.
+    elapsed_s: float = 0.0
+
+    @property
+    def limit_s(self) -> float | None:
+        """The tighter of the deadline and the timeout."""
+        limits = [value for value in (self.deadline_s, self.timeout_s) if value is not None]
+        return min(limits) if limits else None
 
 
 @dataclass(frozen=True)
@@ -111,6 +137,8 @@ class SchedulerPolicy:
     min_gpu_free_bytes: int = 1 << 30
     #: Relative margin a signal must fall below a threshold before the level drops (anti-flap).
     hysteresis: float = 0.1
+    #: Most predicted seconds of device work the queue may hold with a new request added (None: no cap).
+    max_queue_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.widths:
@@ -142,8 +170,10 @@ class WidthDecision:
     #: Load level seen (IDLE, MODERATE, HEAVY, OVERLOADED), after hysteresis; the next call's ``previous``
     #: uses it.
     load_level: int
-    #: Predicted seconds until this request's result is ready, when a deadline was asked for.
+    #: Predicted seconds until this request's answer (calibrated), when throughput is measured.
     predicted_s: float | None = None
+    #: The uncalibrated prediction of its time in the batcher (queue ahead + own tiles), for calibration.
+    device_s: float | None = None
 
 
 class NoWidthFits(Exception):
@@ -165,16 +195,42 @@ class BudgetTooSmall(NoWidthFits):
 
 
 class DeadlineUnreachable(NoWidthFits):
-    """Even the fastest allowed width is predicted to finish after the deadline."""
+    """Even the fastest allowed width is predicted to finish after the deadline, because of the load."""
 
-    def __init__(self, deadline_s: float, predicted_s: float, queued_s: float) -> None:
+    def __init__(self, deadline_s: float, predicted_s: float, queued_s: float, source: str = "deadline") -> None:
         self.deadline_s = deadline_s
         self.predicted_s = predicted_s
         self.queued_s = queued_s
         super().__init__(
-            f"deadline of {deadline_s * 1e3:.0f} ms cannot be met: the fastest allowed width is predicted "
-            f"to take {predicted_s * 1e3:.0f} ms ({queued_s * 1e3:.0f} ms of it queued work)"
+            f"{_limit_name(source)} of {deadline_s:.3f} s cannot be met: the fastest allowed width is predicted "
+            f"to take {predicted_s:.3f} s now ({queued_s:.3f} s of it queued work)"
         )
+
+
+class RequestTooCostly(NoWidthFits):
+    """The request alone, at the narrowest width it allows, is predicted to take longer than its limit."""
+
+    def __init__(self, limit_s: float, predicted_s: float, width: float, source: str) -> None:
+        self.limit_s = limit_s
+        self.predicted_s = predicted_s
+        self.width = width
+        super().__init__(
+            f"this request is predicted to take {predicted_s:.3f} s even on an idle server at the narrowest "
+            f"width it allows ({width}); the {_limit_name(source)} allows {limit_s:.3f} s (send a smaller "
+            "image or a lower scale)"
+        )
+
+
+class QueueTooLong(NoWidthFits):
+    """Admitting the request would overfill the queue or push queued requests past their deadlines."""
+
+    def __init__(self, message: str, backlog_s: float) -> None:
+        self.backlog_s = backlog_s
+        super().__init__(message)
+
+
+def _limit_name(source: str) -> str:
+    return "X-AnySR-Deadline-Ms deadline" if source == "deadline" else "server's request timeout"
 
 
 def parse_policy(text: str) -> tuple[PolicyMode, float | None]:
@@ -290,24 +346,17 @@ def policy_width(scale: float, level: int, heavy_reason: str, policy: SchedulerP
     return (narrower[-1] if narrower else policy.widths[0]), heavy_reason
 
 
-def predict_finish_s(load: LoadSnapshot, flops: int, width: float) -> float | None:
-    """Seconds from now until a request of ``flops`` at ``width`` would finish, or None if unmeasured."""
-    rate = load.flops_per_s.get(width, 0.0)
-    if rate <= 0:
-        return None
-    return load.request_overhead_s + queued_work_s(load) + flops / rate
-
-
 def choose_width(
     load: LoadSnapshot,
     req: WidthRequest,
     policy: SchedulerPolicy,
     previous: WidthDecision | None = None,
 ) -> WidthDecision:
-    """Pick the width for one request. Raises :class:`BudgetTooSmall` or :class:`DeadlineUnreachable`.
+    """Pick the width for one request, or refuse it (see the module docstring for the rules).
 
-    Called by the upscale route once per request, just before its tiles are queued, with the
-    previous decision (any request's) so the load level does not flap around a threshold.
+    Raises :class:`BudgetTooSmall`, :class:`RequestTooCostly`, :class:`DeadlineUnreachable` or
+    :class:`QueueTooLong`. Called by the upscale route once per request, just before its tiles are
+    queued, with the previous decision (any request's) so the load level does not flap.
     """
     missing = [width for width in policy.widths if width not in req.flops]
     if missing:
@@ -319,38 +368,92 @@ def choose_width(
         width = check_width(req.forced_width, policy.model_widths)
         if width not in policy.widths:
             raise ValueError(f"forced width must be one of the served widths {policy.widths}, got {width}")
-        candidates = [width]
-        reason = "forced"
-    elif req.budget_flops is not None or req.deadline_s is not None:
-        candidates = list(policy.widths)
-        reason = "budget" if req.budget_flops is not None else "deadline"
+        allowed, reason = [width], "forced"
+    elif req.budget_flops is not None:
+        allowed, reason = list(policy.widths), "budget"
     else:
         width, reason = policy_width(scale, level, heavy_reason, policy)
+        narrowable = policy.mode == "adaptive" or req.deadline_s is not None
+        allowed = [served for served in policy.widths if served <= width] if narrowable else [width]
+    if req.budget_flops is not None:
+        affordable = [width for width in allowed if req.flops[width] <= req.budget_flops]
+        if not affordable:
+            cheapest = min(allowed, key=lambda width: req.flops[width])
+            raise BudgetTooSmall(req.budget_flops, req.flops[cheapest], cheapest)
+        allowed = affordable
+    return _admit(load, req, policy, allowed, reason, level)
+
+
+def _admit(
+    load: LoadSnapshot, req: WidthRequest, policy: SchedulerPolicy, allowed: list[float], reason: str, level: int
+) -> WidthDecision:
+    """The widest of ``allowed`` that fits the request's limit and the queue (narrowest first in ``allowed``)."""
+    placements: list[Placement] = []
+    for width in sorted(allowed, reverse=True):
+        placement = place(
+            load.queue,
+            load.flops_per_s,
+            width,
+            req.flops[width],
+            req.tiles,
+            calibration=load.calibration,
+            overhead_s=load.request_overhead_s,
+        )
+        if placement is not None:
+            placements.append(placement)
+    limit = req.limit_s
+    if not placements:  # nothing measured yet: a deadline cannot be judged, anything else runs as asked
+        if req.deadline_s is not None:
+            raise DeadlineUnreachable(req.deadline_s, math.inf, 0.0)
+        width = max(allowed)
         return WidthDecision(width=width, flops=req.flops[width], reason=reason, load_level=level)
 
-    if req.budget_flops is not None:
-        affordable = [width for width in candidates if req.flops[width] <= req.budget_flops]
-        if not affordable:
-            cheapest = min(candidates, key=lambda width: req.flops[width])
-            raise BudgetTooSmall(req.budget_flops, req.flops[cheapest], cheapest)
-        candidates = affordable
+    def timely(option: Placement) -> bool:
+        return limit is None or req.elapsed_s + option.finish_s <= limit
 
-    predicted: float | None = None
-    if req.deadline_s is not None:
-        timely = []
-        best: float | None = None
-        for width in candidates:
-            finish = predict_finish_s(load, req.flops[width], width)
-            if finish is None:
-                continue
-            best = finish if best is None else min(best, finish)
-            if finish <= req.deadline_s:
-                timely.append((width, finish))
-        if not timely:
-            raise DeadlineUnreachable(req.deadline_s, best if best is not None else math.inf, queued_work_s(load))
-        if reason == "budget" and timely[-1][0] < candidates[-1]:
-            reason = "deadline"
-        width, predicted = timely[-1]
-    else:
-        width = candidates[-1]
-    return WidthDecision(width=width, flops=req.flops[width], reason=reason, load_level=level, predicted_s=predicted)
+    def fits_queue(option: Placement) -> bool:
+        return policy.max_queue_s is None or option.backlog_s <= policy.max_queue_s
+
+    feasible = [option for option in placements if timely(option) and fits_queue(option) and not option.made_late]
+    if not feasible:
+        _refuse(placements, req, policy, limit)
+    chosen = feasible[0]
+    others_waiting = bool(load.queue.tiles) or load.queue.running_flops > 0
+    if limit is not None and others_waiting:
+        # Leave room behind it: a request like this one, arriving next, must still fit at the narrowest width.
+        narrowest = placements[-1]
+        next_cost_s = narrowest.alone_s
+        roomy = [option for option in feasible if option.backlog_s + next_cost_s <= limit]
+        chosen = roomy[0] if roomy else feasible[-1]
+    if chosen.width < placements[0].width:
+        reason = "deadline"
+    return WidthDecision(
+        width=chosen.width,
+        flops=req.flops[chosen.width],
+        reason=reason,
+        load_level=level,
+        predicted_s=req.elapsed_s + chosen.finish_s,
+        device_s=chosen.device_s,
+    )
+
+
+def _refuse(placements: list[Placement], req: WidthRequest, policy: SchedulerPolicy, limit: float | None) -> None:
+    """Raise the error that says why not even the narrowest allowed width can be admitted."""
+    narrowest = placements[-1]
+    source = "deadline" if req.deadline_s is not None and req.deadline_s == limit else "timeout"
+    if limit is not None and req.elapsed_s + narrowest.alone_s > limit:
+        raise RequestTooCostly(limit, req.elapsed_s + narrowest.alone_s, narrowest.width, source)
+    if limit is not None and req.elapsed_s + narrowest.finish_s > limit:
+        queued = narrowest.finish_s - narrowest.alone_s
+        raise DeadlineUnreachable(limit, req.elapsed_s + narrowest.finish_s, queued, source)
+    if policy.max_queue_s is not None and narrowest.backlog_s > policy.max_queue_s:
+        raise QueueTooLong(
+            f"server is at capacity: the queue would hold {narrowest.backlog_s:.3f} s of predicted work with this "
+            f"request; at most {policy.max_queue_s:.3f} s are allowed (max_queue_s)",
+            narrowest.backlog_s,
+        )
+    raise QueueTooLong(
+        f"server is at capacity: admitting this request would make {narrowest.made_late} queued request(s) "
+        "miss their deadlines",
+        narrowest.backlog_s,
+    )

@@ -30,6 +30,8 @@ from server.metrics import ServerMetrics, width_label
 from server.scheduler import (
     BudgetTooSmall,
     DeadlineUnreachable,
+    QueueTooLong,
+    RequestTooCostly,
     SchedulerPolicy,
     WidthDecision,
     WidthRequest,
@@ -82,7 +84,7 @@ class TileConfig:
 class Outcome:
     """A finished upscale before encoding."""
 
-    pixels: torch.Tensor  # (H, W, 3) uint8
+    pixels: torch.Tensor  # (H, W, 3) uint8, or float32 for an exact image
     queue_s: float
     compute_s: float
 
@@ -175,6 +177,13 @@ class UpscaleService:
                     f"{name} must be greater than {limits.min_scale} and at most {limits.max_scale}, got {value}",
                 )
         out = output_size(lr_size, (scale_h, scale_w))
+        for name, lr_side, out_side in (("scale_h", lr_size[0], out[0]), ("scale_w", lr_size[1], out[1])):
+            if out_side / lr_side <= limits.min_scale:  # rounding can undo a scale just above the minimum
+                raise Unprocessable(
+                    "scale_out_of_range",
+                    f"{name} gives {out_side} pixels from {lr_side} after rounding, an effective scale of "
+                    f"{out_side / lr_side:.4g}; it must be greater than {limits.min_scale}",
+                )
         if out[0] * out[1] > limits.max_output_pixels:
             raise Unprocessable(
                 "output_too_large",
@@ -208,14 +217,25 @@ class UpscaleService:
     # -- decide ----------------------------------------------------------------------------------
 
     def decide(self, request: WidthRequest) -> WidthDecision:
-        """Run the scheduler on a fresh snapshot; 422 over budget, 503 if the deadline cannot be met."""
+        """Run the scheduler (and admission) on a fresh snapshot.
+
+        422 over budget or when the request alone could not finish within its deadline or the request
+        timeout; 503 (with Retry-After) when the load is why: the deadline cannot be met now, or the
+        queue has no room.
+        """
         snapshot = self.sampler.snapshot()
         try:
             decision = choose_width(snapshot, request, self.policy, self._previous)
         except BudgetTooSmall as error:
             raise Unprocessable("budget_too_small", str(error)) from None
+        except RequestTooCostly as error:
+            raise Unprocessable("request_too_costly", str(error)) from None
         except DeadlineUnreachable as error:
-            raise Unavailable("deadline_unreachable", str(error), retry_after_s=queued_work_s(snapshot)) from None
+            retry = max(error.predicted_s - error.deadline_s, queued_work_s(snapshot))
+            raise Unavailable("deadline_unreachable", str(error), retry_after_s=retry) from None
+        except QueueTooLong as error:
+            retry = error.backlog_s - (self.policy.max_queue_s or 0.0)
+            raise Unavailable("queue_full", str(error), retry_after_s=max(retry, queued_work_s(snapshot))) from None
         except ValueError as error:  # a forced width outside the served set
             raise Unprocessable("width_not_served", str(error)) from None
         self._previous = decision
@@ -230,11 +250,11 @@ class UpscaleService:
         self, image: DecodedImage, plan: TilePlan, width: float, request_id: str
     ) -> tuple[list[TileJob], list[asyncio.Future[TileResult]], torch.Tensor]:
         """One job per tile, each with its own future, in ``plan.tiles()`` order, and the (H, W, 3)
-        uint8 canvas the tiles write themselves into as their batches finish."""
+        canvas (uint8, or float32 for an exact image) the tiles write themselves into as their batches finish."""
         loop = asyncio.get_running_loop()
-        canvas = new_canvas(plan)
+        canvas = new_canvas(plan, dtype=torch.float32 if image.exact else torch.uint8)
         scale = (plan.out_size[0] / plan.lr_size[0], plan.out_size[1] / plan.lr_size[1])
-        key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape)
+        key = BatchKey(width, plan.lr_tile_shape, plan.out_tile_shape, image.exact)
         tile_flops = plan.tile_flops(self.model, width)
         jobs, futures = [], []
         for tile in plan.tiles():
@@ -257,10 +277,10 @@ class UpscaleService:
             futures.append(future)
         return jobs, futures, canvas
 
-    def submit(self, jobs: list[TileJob]) -> None:
+    def submit(self, jobs: list[TileJob], deadline_at_s: float | None = None) -> None:
         """Queue the jobs; 503 with Retry-After when the queue is full or the server is draining."""
         try:
-            self.batcher.submit(jobs)
+            self.batcher.submit(jobs, deadline_at_s)
         except QueueFull as error:
             retry = queued_work_s(self.sampler.snapshot())
             raise Unavailable("queue_full", f"server is at capacity: {error}", retry_after_s=retry) from None
@@ -277,7 +297,15 @@ class UpscaleService:
         queue_s = max(0.0, (finished_s - submitted_s) - compute_s)
         return Outcome(pixels=canvas, queue_s=queue_s, compute_s=compute_s)
 
-    def record_success(self, width: float, total_s: float, outcome: Outcome) -> None:
-        """Latency histogram and the overhead estimate the deadline predictor uses."""
-        self.metrics.request_duration.labels(width=width_label(width)).observe(total_s)
+    def record_success(self, decision: WidthDecision, total_s: float, outcome: Outcome) -> None:
+        """Latency histogram, and the overhead and calibration estimates admission's predictions use."""
+        self.metrics.request_duration.labels(width=width_label(decision.width)).observe(total_s)
         self.throughput.observe_overhead(total_s - outcome.queue_s - outcome.compute_s)
+        self.record_device_time(decision, outcome.queue_s + outcome.compute_s)
+
+    def record_device_time(self, decision: WidthDecision, measured_s: float) -> None:
+        """Calibrate predictions: the request's tiles took ``measured_s`` in the batcher (a timed-out
+        request passes the time it waited)."""
+        if decision.device_s is not None:
+            self.throughput.observe_prediction(decision.device_s, measured_s)
+            self.metrics.prediction_calibration.set(self.throughput.calibration)

@@ -21,6 +21,8 @@ from server.scheduler import parse_policy
 
 DEFAULT_WEIGHTS = Path("weights/anysr-edsr-liif.safetensors")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_HEX_COLOUR = re.compile(r"^[0-9a-f]{6}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 def _split_list(value: Any) -> Any:
@@ -89,7 +91,20 @@ class Settings(BaseSettings):
     )
     load_sample_interval_s: float = Field(0.5, gt=0, description="Seconds between load samples.")
     load_smoothing: float = Field(0.3, gt=0, le=1, description="EWMA weight of each new load sample.")
-    throughput_smoothing: float = Field(0.2, gt=0, le=1, description="EWMA weight of each batch's FLOP/s.")
+    throughput_smoothing: float = Field(
+        0.2, gt=0, le=1, description="EWMA weight of each batch's FLOP/s (and of each request's calibration)."
+    )
+    max_queue_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="Most predicted seconds of device work the queue may hold with a new request added (503 "
+        "queue_full beyond; none = no cap).",
+    )
+    queue_order: Literal["fair", "fifo"] = Field(
+        "fair",
+        description="fair: tiles of concurrent requests interleave (start-time fair queuing); fifo: whole "
+        "requests in arrival order.",
+    )
 
     # -- tiling and batching ---------------------------------------------------------------------
     tile_size: int = Field(256, ge=8, description="LR pixels per tile side, before the halo; smaller images run whole.")
@@ -131,6 +146,45 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0, description="Longest a request may wait for its tiles (504 after).")
     max_requests_per_client: int = Field(16, ge=1, description="In-flight upscales per client address (429 beyond).")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
+    jpeg_background: str = Field(
+        "ffffff", description="RRGGBB hex colour that transparent images are composited onto for JPEG output."
+    )
+
+    # -- connections -----------------------------------------------------------------------------
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a client may take to send a request's headers; then the connection closes."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a request body may take to arrive, from the end of the headers (408 after)."
+    )
+    max_connections: int = Field(
+        256, ge=1, description="Most open connections; a connection beyond gets a JSON 503 and is closed."
+    )
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="Proxies whose X-Forwarded-For/-Proto are trusted, comma-separated IPs or networks, * for any "
+        "(none = trust no proxy: the client address is the connection's).",
+    )
+
+    # -- access ----------------------------------------------------------------------------------
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="API keys, comma-separated; when any key is set (here or in api_keys_file), one is required."
+    )
+    api_keys_file: Path | None = Field(None, description="File of API keys, one per line (# comments).")
+    api_key_header: str = Field("X-API-Key", description="Request header that carries the API key.")
+    public_admin: bool = Field(
+        True, description="/healthz, /readyz and /metrics answer without an API key (false: they need one too)."
+    )
+    admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /healthz, /readyz and /metrics on this port (no API key), and not on the main port.",
+    )
+    max_requests_per_key: int = Field(16, ge=1, description="In-flight upscales per API key (429 beyond).")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Origins allowed by CORS, comma-separated, * for any (none: CORS off)."
+    )
 
     @field_validator("widths", mode="before")
     @classmethod
@@ -168,6 +222,26 @@ class Settings(BaseSettings):
             raise ValueError(f"formats must be a non-empty subset of {allowed}, got {value}")
         return tuple(dict.fromkeys(value))
 
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _parse_lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("jpeg_background")
+    @classmethod
+    def _check_background(cls, value: str) -> str:
+        value = value.strip().lstrip("#").lower()
+        if not _HEX_COLOUR.match(value):
+            raise ValueError(f"jpeg_background must be an RRGGBB hex colour such as ffffff, got {value!r}")
+        return value
+
+    @field_validator("api_key_header")
+    @classmethod
+    def _check_key_header(cls, value: str) -> str:
+        if not _TOKEN.match(value):
+            raise ValueError(f"api_key_header must be a header name such as X-API-Key, got {value!r}")
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -204,9 +278,18 @@ class Settings(BaseSettings):
         mode, fixed = parse_policy(self.policy)
         if mode == "fixed" and self.widths is not None and fixed not in self.widths:
             raise ValueError(f"policy {self.policy!r} uses a width outside the served widths {self.widths}")
+        if self.admin_port is not None and self.admin_port == self.port:
+            raise ValueError(f"admin_port ({self.admin_port}) must differ from port ({self.port})")
+        if self.api_keys_file is not None and not self.api_keys_file.is_file():
+            raise ValueError(f"api_keys_file {self.api_keys_file} is not a file")
         if self.max_output_pixels < self.max_input_pixels:
             raise ValueError(
                 f"max_output_pixels ({self.max_output_pixels}) must be at least max_input_pixels "
                 f"({self.max_input_pixels}): every upscale is larger than its input"
             )
         return self
+
+    def background_rgb(self) -> tuple[float, float, float]:
+        """``jpeg_background`` as RGB in [0, 1]."""
+        value = self.jpeg_background
+        return (int(value[0:2], 16) / 255, int(value[2:4], 16) / 255, int(value[4:6], 16) / 255)

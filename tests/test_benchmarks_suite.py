@@ -211,3 +211,27 @@ def test_rss_sampler_sees_this_process():
     sampler.stop()
     assert sampler.samples and all(rss > 0 for _, rss in sampler.samples)
     assert sampler.timeline(sampler.samples[0][0])[0][1] == max(rss for _, rss in sampler.samples)
+
+
+def test_fairness_section_renders_the_ratios_from_the_record():
+    host = {"cpu_model": "test CPU", "usable_cpus": 2, "cpu_capability": "AVX2", "device": "cpu"}
+    host |= {"torch": "x", "torch_threads": 2, "commit": None, "accelerator": None}
+
+    def row(order: str, idle: float, loaded: float) -> dict:
+        summary = {"p50": idle, "p99": idle * 1.5, "mean": idle}
+        busy = {"p50": loaded, "p99": loaded * 1.5, "mean": loaded}
+        return {
+            "order": order,
+            "tiles_large": 16,
+            "idle": summary,
+            "loaded": busy,
+            "ratio_p50": loaded / idle,
+            "ratio_p99": loaded / idle,
+        }
+
+    config = {"small_size": 128, "large_size": 512, "scale": 2.0, "width": 0.5, "requests": 8}
+    config |= {"large_concurrency": 1, "tile_size": 128}
+    results = {"rows": [row("fair", 1.0, 1.5), row("fifo", 1.0, 30.0)], "target_ratio_p50": 2.0, "within_target": True}
+    page = render({"fairness": make_record("fairness", "cmd", config, results, host, (0, 0, 0), 0.0)})
+    assert "| `fair` | 1.00 | 1.50 | 1.50× |" in page and "| `fifo` | 1.00 | 30.00 | 30.00× |" in page
+    assert "1.50× its idle p50, within the aim of 2×" in page and "30.0× its idle p50" in page

@@ -10,13 +10,17 @@ from fastapi import APIRouter, Query
 from models.flops import count_flops
 from models.widths import SCALE_GROUP_BOUNDS, group_width
 from server.deps import LimitsDep, ServiceDep
-from server.errors import BadRequest
+from server.errors import BadRequest, quote
+from server.headers import parse_number
 from server.metrics import width_label
 from server.routes.upscale import resolve_scales
 
 router = APIRouter(tags=["model"])
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+#: Up to 7 digits a side, no leading zero: far past any limit, and short enough that parsing can never be
+#: the problem. The OpenAPI document states the same pattern.
+SIZE_PATTERN = r"^([1-9][0-9]{0,6})[xX]([1-9][0-9]{0,6})$"
+_SIZE = re.compile(SIZE_PATTERN)
 
 UNTRAINED_WARNING = "UNTRAINED: randomly initialised weights (--allow-untrained); outputs are not super-resolved"
 
@@ -24,8 +28,8 @@ UNTRAINED_WARNING = "UNTRAINED: randomly initialised weights (--allow-untrained)
 def parse_size(text: str) -> tuple[int, int]:
     """``HxW`` (LR height by width, in pixels) → (h, w); 400 if malformed."""
     match = _SIZE.match(text)
-    if match is None or min(int(match[1]), int(match[2])) < 1:
-        raise BadRequest("invalid_size", f"size must look like 256x256 (height x width, positive), got {text!r}")
+    if match is None:
+        raise BadRequest("invalid_size", f"size must look like 256x256 (height x width, positive), got {quote(text)}")
     return int(match[1]), int(match[2])
 
 
@@ -33,13 +37,21 @@ def parse_size(text: str) -> tuple[int, int]:
 async def describe_model(
     service: ServiceDep,
     limits: LimitsDep,
-    size: Annotated[str, Query(description="Input size HxW (height x width) for the FLOPs table.")] = "256x256",
-    scale: Annotated[float, Query(description="Scale for the FLOPs table.")] = 2.0,
-    scale_h: Annotated[float | None, Query(description="Vertical scale (overrides scale).")] = None,
-    scale_w: Annotated[float | None, Query(description="Horizontal scale (overrides scale).")] = None,
+    size: Annotated[str, Query()] = "256x256",
+    scale: Annotated[str, Query()] = "2",
+    scale_h: Annotated[str | None, Query()] = None,
+    scale_w: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
+    """Parameters arrive as text and are parsed strictly, as for ``POST /upscale`` (server/openapi.py states
+    the grammar); ``scale_h``/``scale_w`` override ``scale`` per axis."""
     lr_size = parse_size(size)
-    out_size = service.output_size(lr_size, *resolve_scales(scale, scale_h, scale_w), serving=False)
+    scales = resolve_scales(
+        *(
+            None if value is None else parse_number(name, value)
+            for name, value in (("scale", scale), ("scale_h", scale_h), ("scale_w", scale_w))
+        )
+    )
+    out_size = service.output_size(lr_size, *scales, serving=False)
     plan = service.plan(lr_size, out_size)
     info = service.model_info
     model = service.model

@@ -177,7 +177,7 @@ def test_tiles_of_two_requests_share_a_batch_and_every_future_gets_its_own_resul
         return results, metrics, throughput, batcher
 
     results, metrics, throughput, batcher = asyncio.run(scenario())
-    assert runner.batches == [[0, 1, 10, 11, 12]]
+    assert runner.batches == [[0, 10, 1, 11, 12]]  # fair queuing interleaves the two requests' tiles
     assert [int(result.pixels[0, 0, 0]) for result in results] == [0, 1, 10, 11, 12]
     assert all(isinstance(result, TileResult) and result.batch_id == 0 for result in results)
     assert runner.threads and all(name.startswith("anysr-infer") for name in runner.threads)
@@ -420,3 +420,102 @@ def test_close_with_no_time_left_fails_queued_tiles_and_always_ends_the_loop():
     outcomes, batcher = asyncio.run(scenario())
     assert all(isinstance(outcome, BatcherClosed) for outcome in outcomes)  # the running tile's too
     assert batcher.queue_depth == 0
+
+
+# -- fair queuing ------------------------------------------------------------------------------------
+
+
+def tagged(tag: float, seq: int, key: BatchKey = KEY_A, submitted_s: float = 0.0) -> TileJob:
+    item = job(key, submitted_s=submitted_s, tag=seq)
+    item.tag, item.seq = tag, seq
+    return item
+
+
+def test_next_batch_runs_the_smallest_tag_first_then_arrival():
+    late_large, early_small, tie_older, tie_newer = tagged(5.0, 0), tagged(1.0, 3), tagged(2.0, 1), tagged(2.0, 2)
+    queue = deque([late_large, early_small, tie_older, tie_newer])
+    limits = BatchLimits(max_tiles=1, max_wait_s=0.0)
+    order = [next_batch(queue, limits, now=1.0).jobs[0] for _ in range(4)]
+    assert order == [early_small, tie_older, tie_newer, late_large]
+
+
+def test_a_batch_waits_on_the_first_job_in_run_order_and_fills_with_its_key_in_run_order():
+    first = tagged(0.0, 5, KEY_B, submitted_s=1.0)
+    others = [tagged(1.0, 1, KEY_A, submitted_s=0.0), tagged(2.0, 2, KEY_B, submitted_s=0.0)]
+    queue = deque([*others, first])
+    plan = next_batch(queue, LIMITS, now=1.005)  # the first job (KEY_B) has waited 5 of its 10 ms
+    assert plan.jobs == [] and plan.retry_at_s == pytest.approx(1.01)
+    plan = next_batch(queue, LIMITS, now=1.01)
+    assert plan.jobs == [first, others[1]] and list(queue) == [others[0]]
+
+
+def test_tiles_of_a_small_request_run_between_those_of_a_large_one():
+    """Start-time fair queuing: a one-tile request that arrives while a 6-tile request runs goes next."""
+    runner = RecordingRunner(delay_s=0.02)
+
+    async def scenario():
+        batcher, _, throughput = make_batcher(runner, BatchLimits(max_tiles=1, max_wait_s=0.0))
+        throughput.seed(1.0, 100.0)  # every tile costs 1 s of virtual time (100 FLOPs)
+        batcher.start()
+        large, large_futures = new_jobs(6, start_tag=0)
+        batcher.submit(large)
+        await asyncio.sleep(0.03)  # the large request's first tile is running
+        small, small_futures = new_jobs(1, start_tag=50)
+        batcher.submit(small)
+        await asyncio.gather(*large_futures, *small_futures)
+        await batcher.close(timeout_s=1)
+
+    asyncio.run(scenario())
+    flat = [tag for batch in runner.batches for tag in batch]
+    assert flat.index(50) <= 2  # after the running tile and at most one more of the large request
+    assert flat[-1] == 5
+
+
+def test_fifo_order_runs_whole_requests_in_arrival_order():
+    runner = RecordingRunner(delay_s=0.02)
+
+    async def scenario():
+        metrics, throughput = ServerMetrics(), ThroughputTracker(0.5)
+        batcher = Batcher(runner, BatchLimits(max_tiles=1, max_wait_s=0.0), metrics, throughput, fair=False)
+        batcher.start()
+        large, large_futures = new_jobs(4, start_tag=0)
+        batcher.submit(large)
+        await asyncio.sleep(0.03)
+        small, small_futures = new_jobs(1, start_tag=50)
+        batcher.submit(small)
+        await asyncio.gather(*large_futures, *small_futures)
+        await batcher.close(timeout_s=1)
+
+    asyncio.run(scenario())
+    assert [tag for batch in runner.batches for tag in batch] == [0, 1, 2, 3, 50]
+
+
+def test_queue_view_lists_tiles_in_run_order_with_deadlines_and_the_running_batch():
+    release = threading.Event()
+
+    def blocking(jobs):
+        release.wait(5)
+        return [torch.zeros((*item.key.out_shape, 3), dtype=torch.uint8) for item in jobs]
+
+    async def scenario():
+        batcher, _, throughput = make_batcher(blocking, BatchLimits(max_tiles=1, max_wait_s=0.0))
+        throughput.seed(1.0, 100.0)
+        batcher.start()
+        first, first_futures = new_jobs(3)
+        batcher.submit(first, deadline_at_s=time.perf_counter() + 10.0)
+        await asyncio.sleep(0.05)  # tile 0 (tag 0) is running
+        second, second_futures = new_jobs(1)
+        batcher.submit(second)
+        view = batcher.queue_view()
+        release.set()
+        await asyncio.gather(*first_futures, *second_futures)
+        await batcher.close(timeout_s=1)
+        return view
+
+    view = asyncio.run(scenario())
+    assert view.fair and view.virtual_time == 0.0
+    assert view.running_flops == 100 and view.running_width == 1.0 and view.running_elapsed_s > 0
+    # The newcomer (tag 0, the virtual time) runs before the first request's tiles tagged 1 and 2;
+    # requests are numbered in run order.
+    assert [(tile.tag, tile.request) for tile in view.tiles] == [(0.0, 0), (1.0, 1), (2.0, 1)]
+    assert view.deadlines_s[0] is None and 9.0 < view.deadlines_s[1] <= 10.0

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from server.codec import DecodeLimits, EncodeOptions, check_output_options, decode_image, encode_image
+from server.codec import DecodedImage, DecodeLimits, EncodeOptions, check_output_options, decode_image, encode_image
 from server.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from tests.server.helpers import encode, random_image
 
@@ -35,14 +35,18 @@ def test_grey_and_palette_images_become_rgb():
         assert decoded.rgb.shape == (3, 10, 12)
 
 
+#: An 8-bit sRGB input without alpha or metadata: what most encodes are.
+PLAIN = DecodedImage(rgb=torch.zeros(3, 1, 1), alpha=None, format="png")
+
+
 def test_alpha_is_kept_aside_and_reattached_at_output_size():
     image = random_image(10, 12, mode="RGBA")
     decoded = decode_image(encode(image), LIMITS)
     assert decoded.alpha is not None and decoded.alpha.shape == (10, 12)
     pixels = torch.zeros(20, 24, 3, dtype=torch.uint8)
-    png = Image.open(io.BytesIO(encode_image(pixels, decoded.alpha, EncodeOptions("png"))))
+    png = Image.open(io.BytesIO(encode_image(pixels, decoded, EncodeOptions("png"))))
     assert png.mode == "RGBA" and png.size == (24, 20)
-    jpeg = Image.open(io.BytesIO(encode_image(pixels, decoded.alpha, EncodeOptions("jpeg"))))
+    jpeg = Image.open(io.BytesIO(encode_image(pixels, decoded, EncodeOptions("jpeg"))))
     assert jpeg.mode == "RGB"
 
 
@@ -80,7 +84,7 @@ def test_exif_orientation_is_applied():
 @pytest.mark.parametrize(("fmt", "pillow"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
 def test_encode_formats(fmt, pillow):
     pixels = torch.randint(0, 256, (9, 11, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    data = encode_image(pixels, None, EncodeOptions(fmt, quality=80))
+    data = encode_image(pixels, PLAIN, EncodeOptions(fmt, quality=80))
     image = Image.open(io.BytesIO(data))
     assert image.format == pillow and image.size == (11, 9)
     if fmt == "png":
@@ -93,3 +97,28 @@ def test_output_options_are_checked():
         check_output_options("gif", None, ("png", "jpeg"), 90)
     with pytest.raises(Unprocessable, match="quality must be between 1 and 100, got 0"):
         check_output_options("jpeg", 0, ("png", "jpeg"), 90)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_of_16bit_arrays_matches_pillows(orientation):
+    from PIL import ImageOps
+
+    from server.codec import _orient
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(encode(image, "PNG", exif=exif)))))
+    assert np.array_equal(_orient(pixels, orientation), expected)
+
+
+def test_corrupt_exif_is_ignored_not_fatal():
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    data = bytearray(encode(random_image(8, 10), "JPEG", exif=exif))
+    start = data.find(b"Exif\0\0")
+    data[start + 10 : start + 14] = b"\xff\xff\xff\x00"  # the first IFD's offset points past the block
+    decoded = decode_image(bytes(data), LIMITS)
+    assert decoded.size == (8, 10) and decoded.exif is None

@@ -1,5 +1,5 @@
-"""Dependency direction: server/scheduler.py imports nothing but the standard library and the width set;
-the core server never imports Ray (only anysr_ray/ does)."""
+"""Dependency direction: the scheduler and admission import nothing but the standard library and the width set;
+the server imports no part module; the core server never imports Ray (only anysr_ray/ does)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: Everything server/scheduler.py may import: the standard library pieces it uses and the width set.
-SCHEDULER_IMPORTS = {"__future__", "math", "collections.abc", "dataclasses", "typing", "models.widths"}
+SCHEDULER_IMPORTS = {
+    "__future__",
+    "math",
+    "collections.abc",
+    "dataclasses",
+    "typing",
+    "models.widths",
+    "server.admission",
+}
 
 
-def test_scheduler_source_imports_only_the_standard_library_and_the_width_set():
-    tree = ast.parse((REPO / "server" / "scheduler.py").read_text())
+@pytest.mark.parametrize("module", ["scheduler.py", "admission.py"])
+def test_scheduler_source_imports_only_the_standard_library_and_the_width_set(module):
+    tree = ast.parse((REPO / "server" / module).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

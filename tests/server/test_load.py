@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from server.admission import QueuedTile, QueueView
 from server.load import CpuProbe, GpuProbe, LoadSampler, find_cgroup_cpu, nvml_index
 from server.metrics import ServerMetrics
 from server.throughput import ThroughputTracker
@@ -34,6 +35,9 @@ class FakeQueue:
 
     def queued_flops(self):
         return {1.0: 2_000}
+
+    def queue_view(self):
+        return QueueView(tiles=(QueuedTile(0.0, 1.0, 2_000, 0),), deadlines_s=(None,))
 
 
 def make_sampler(cpu_values, gpu=None, smoothing=0.5):

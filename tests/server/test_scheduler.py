@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import pytest
 
 from models.widths import WIDTHS
+from server.admission import QueuedTile, QueueView
 from server.scheduler import (
     HEAVY,
     IDLE,
@@ -17,6 +19,8 @@ from server.scheduler import (
     BudgetTooSmall,
     DeadlineUnreachable,
     LoadSnapshot,
+    QueueTooLong,
+    RequestTooCostly,
     SchedulerPolicy,
     WidthDecision,
     WidthRequest,
@@ -35,14 +39,17 @@ POLICY = SchedulerPolicy()
 
 
 def load(cpu: float = 0.0, queued_s: float = 0.0, gpu: float | None = None, free: int | None = None) -> LoadSnapshot:
-    """A snapshot whose queue holds ``queued_s`` seconds of width-1.0 work at RATES."""
-    queued = {1.0: int(queued_s * RATES[1.0])} if queued_s else {}
+    """A snapshot whose queue holds ``queued_s`` seconds of width-1.0 work at RATES (one tile, no deadline)."""
+    flops = int(queued_s * RATES[1.0])
+    queued = {1.0: flops} if queued_s else {}
+    tiles = (QueuedTile(0.0, 1.0, flops, 0),) if queued_s else ()
     return LoadSnapshot(
         cpu_utilisation=cpu,
         gpu_utilisation=gpu,
         gpu_memory_free_bytes=free,
         queued_flops=queued,
         flops_per_s=RATES,
+        queue=QueueView(tiles=tiles, deadlines_s=(None,) * len(tiles)),
     )
 
 
@@ -95,9 +102,15 @@ ADAPTIVE_TABLE = [
     (load(cpu=0.99), 2.0, {"gflops": 100}, 1.0, "budget"),
     (load(), 2.0, {"gflops": 60}, 0.7, "budget"),
     (load(), 2.0, {"gflops": 40}, 0.5, "budget"),
-    (load(), 2.0, {"deadline_ms": 10_000}, 1.0, "deadline"),
+    # a deadline narrows the policy's width only as far as it must ("deadline" when it did)
+    (load(), 2.0, {"deadline_ms": 10_000}, 1.0, "idle"),
     (load(), 2.0, {"deadline_ms": 600}, 0.7, "deadline"),
-    (load(queued_s=0.2), 2.0, {"deadline_ms": 800}, 0.7, "deadline"),
+    (load(cpu=0.7), 3.0, {"deadline_ms": 10_000}, 0.9, "scale_group"),
+    (load(queued_s=6.0), 3.9, {"deadline_ms": 10_000}, 0.5, "queue_overloaded"),
+    # with others waiting it leaves room for one more like it at 0.5: 0.7 would leave 0.75 + 0.4 > 0.8 s
+    (load(queued_s=0.2), 2.0, {"deadline_ms": 800}, 0.5, "deadline"),
+    (load(queued_s=0.2), 2.0, {"deadline_ms": 1_300}, 0.7, "deadline"),
+    (load(queued_s=0.2), 2.0, {"deadline_ms": 1_500}, 1.0, "idle"),
     (load(), 2.0, {"gflops": 100, "deadline_ms": 600}, 0.7, "deadline"),
     (load(), 2.0, {"gflops": 60, "deadline_ms": 10_000}, 0.7, "budget"),
     (load(), 2.0, {"width": 0.9, "deadline_ms": 800}, 0.9, "forced"),
@@ -171,6 +184,59 @@ def test_deadline_counts_request_overhead():
 def test_deadline_without_measurements_is_unreachable():
     with pytest.raises(DeadlineUnreachable):
         choose_width(LoadSnapshot(), request(2.0, deadline_ms=10_000), POLICY)
+
+
+def test_a_request_too_costly_even_alone_is_refused_naming_both_times():
+    with pytest.raises(RequestTooCostly) as caught:
+        choose_width(load(), request(2.0, deadline_ms=300), POLICY)
+    assert caught.value.predicted_s == pytest.approx(0.4) and caught.value.limit_s == pytest.approx(0.3)
+    assert "0.400 s" in str(caught.value) and "0.300 s" in str(caught.value) and "(0.5)" in str(caught.value)
+    # The server's timeout is a limit too, and the message says which limit it was.
+    with pytest.raises(RequestTooCostly, match="request timeout allows 0.300 s"):
+        choose_width(load(), WidthRequest(2.0, 2.0, FLOPS, timeout_s=0.3), POLICY)
+
+
+def test_the_timeout_narrows_a_request_without_headers_but_not_a_fixed_policy():
+    decision = choose_width(load(), WidthRequest(2.0, 2.0, FLOPS, timeout_s=0.6), POLICY)
+    assert (decision.width, decision.reason) == (0.7, "deadline")
+    assert decision.predicted_s == pytest.approx(0.55) and decision.device_s == pytest.approx(0.55)
+    fixed = SchedulerPolicy(mode="fixed", fixed_width=1.0)
+    with pytest.raises(RequestTooCostly, match=r"narrowest width it allows \(1.0\)"):
+        choose_width(load(), WidthRequest(2.0, 2.0, FLOPS, timeout_s=0.6), fixed)
+    # ...unless the request carries a deadline, which may narrow any policy's width.
+    assert choose_width(load(), request(2.0, deadline_ms=600), fixed).width == 0.7
+
+
+def test_calibration_scales_the_predicted_device_time():
+    snapshot = dataclasses.replace(load(queued_s=0.5), calibration=2.0)
+    decision = choose_width(snapshot, request(2.0, deadline_ms=5_000), POLICY)
+    assert decision.device_s == pytest.approx(0.5 + FLOPS[decision.width] / 1e11)
+    assert decision.predicted_s == pytest.approx(2.0 * decision.device_s)
+    with pytest.raises(DeadlineUnreachable):  # 2 x (0.5 + 0.4) > 1.5, though 0.9 s alone would fit
+        choose_width(snapshot, request(2.0, deadline_ms=1_500), POLICY)
+
+
+def test_the_queue_cap_counts_predicted_seconds():
+    capped = SchedulerPolicy(max_queue_s=1.0)
+    assert choose_width(load(queued_s=0.5), request(4.0), capped).width == 0.5  # 0.5 + 0.4 <= 1.0
+    with pytest.raises(QueueTooLong, match="at most 1.000 s"):
+        choose_width(load(queued_s=0.7), request(4.0), capped)
+
+
+def test_a_request_that_would_make_a_queued_one_late_is_narrowed_or_refused():
+    # A queued request of 4 tiles of 0.25 s, due in 1.2 s; a newcomer's tiles interleave with them.
+    tiles = tuple(QueuedTile(0.25 * index, 1.0, int(0.25e11), 0) for index in range(4))
+    view = QueueView(tiles=tiles, deadlines_s=(1.2,))
+    snapshot = LoadSnapshot(flops_per_s=RATES, queue=view)
+    one_tile = {width: flops // 4 for width, flops in FLOPS.items()}  # 0.1-0.2 s
+    # Its 0.2 s at 1.0 would push the queued one to 1.2 s... still in time; at 1.3 s it would be late.
+    assert choose_width(snapshot, WidthRequest(2.0, 2.0, one_tile), POLICY).width == 1.0
+    late = dataclasses.replace(view, deadlines_s=(1.15,))
+    snapshot = dataclasses.replace(snapshot, queue=late)
+    assert choose_width(snapshot, WidthRequest(2.0, 2.0, one_tile), POLICY).width == 0.7  # +0.1375 s
+    too_late = dataclasses.replace(view, deadlines_s=(1.05,))
+    with pytest.raises(QueueTooLong, match="1 queued request"):
+        choose_width(dataclasses.replace(snapshot, queue=too_late), WidthRequest(2.0, 2.0, one_tile), POLICY)
 
 
 def test_queued_work_uses_each_widths_rate():
@@ -296,7 +362,7 @@ def test_more_queued_work_never_widens_a_deadline_choice(previous):
         for queued_s in QUEUE_GRID:
             try:
                 widths.append(choose_width(load(0.0, queued_s), request(2.0, deadline_ms=deadline_ms), POLICY).width)
-            except DeadlineUnreachable:
+            except (DeadlineUnreachable, RequestTooCostly):
                 widths.append(0.0)
         assert widths == sorted(widths, reverse=True)
 
@@ -323,7 +389,7 @@ def test_every_decision_is_a_served_width_with_a_known_reason(policy):
         snapshot = load(cpu, queued_s, gpu=None if cpu < 0.9 else cpu, free=None if cpu < 0.95 else 1)
         try:
             decision = choose_width(snapshot, request(scale, **header), policy, previous)
-        except (BudgetTooSmall, DeadlineUnreachable):
+        except (BudgetTooSmall, DeadlineUnreachable, RequestTooCostly):
             continue
         assert decision.width in policy.widths
         assert decision.width in WIDTHS

@@ -250,3 +250,92 @@ def test_missing_weights_name_every_place_looked(tmp_path, monkeypatch, capsys):
     for base in (tmp_path / "data", tmp_path, REPO):
         assert str(base / "weights" / "absent.safetensors") in error
     assert "ANYSR_DATA_DIR" in error
+
+
+def test_no_proxy_is_trusted_unless_named():
+    from server.app import create_app
+
+    settings = Settings(allow_untrained=True)
+    config = serve.uvicorn_config(create_app(settings), settings)
+    assert config.proxy_headers is False
+    config.load()
+    assert type(config.loaded_app).__name__ != "ProxyHeadersMiddleware"
+    named = Settings(allow_untrained=True, forwarded_allow_ips="10.0.0.7")
+    config = serve.uvicorn_config(create_app(named), named)
+    assert config.proxy_headers is True and config.forwarded_allow_ips == "10.0.0.7"
+
+
+def raw_connection(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.slow
+def test_real_server_closes_slow_headers_caps_connections_serves_admin_port_and_ends_stalled_uploads_at_drain(
+    tmp_path,
+):
+    port, admin_port = free_port(), free_port()
+    base, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--admin-port", str(admin_port)]
+    command += ["--weights", str(tmp_path / "absent.safetensors"), "--allow-untrained", "--warmup-size", "8"]
+    command += ["--torch-threads", "1", "--log-level", "info", "--drain-timeout-s", "2"]
+    command += ["--header-timeout-s", "1", "--max-connections", "3", "--body-timeout-s", "60"]
+    log_path = tmp_path / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        wait_until(lambda: httpx.get(f"{admin}/readyz", timeout=5).status_code == 200, 240, "readiness")
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 404  # admin routes live on the admin port
+
+        # Slow loris: a request head that never completes is closed after the header timeout.
+        loris = raw_connection(port)
+        loris.sendall(b"POST /upscale?scale=2 HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert read_all(loris) == b""
+        assert 0.5 < time.monotonic() - started < 5
+        loris.close()
+
+        # Connection cap: three idle connections are allowed, a fourth gets the JSON 503 and is closed.
+        idle = [raw_connection(port) for _ in range(3)]
+        time.sleep(0.2)
+        extra = raw_connection(port)
+        answer = read_all(extra)
+        assert answer.startswith(b"HTTP/1.1 503") and b'"too_many_connections"' in answer
+        for sock in [*idle, extra]:
+            sock.close()
+        time.sleep(1.5)  # the idle ones are gone (closed here, or by the header timeout)
+
+        # A stalled upload during a drain ends at the drain deadline with the JSON 503, and the server exits.
+        stalled = raw_connection(port)
+        stalled.sendall(b"POST /upscale?scale=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n")
+        stalled.sendall(b"Content-Length: 10000\r\n\r\n" + b"\x89PNG" + b"\0" * 100)
+        wait_until(lambda: scrape(admin)[("anysr_in_flight_requests", ())] == 1, 30, "the upload in flight")
+        process.send_signal(signal.SIGTERM)
+        stalled.settimeout(20)
+        answer = read_all(stalled)
+        stalled.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), answer[:200]
+        assert b"application/json" in head.lower() and b'"draining"' in body
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    text = log_path.read_text()
+    assert "closed a connection that sent no complete request head" in text
+    assert "Traceback" not in text

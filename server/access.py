@@ -1,7 +1,9 @@
 """Who may call what: optional API keys, and which port serves the admin routes.
 
 - **API keys** (``api_keys`` and/or ``api_keys_file``): when any is configured, every route but the
-  documentation (``/docs``, ``/openapi.json``) needs one in ``api_key_header`` (default ``X-API-Key``);
+  documentation (``/docs``, ``/openapi.json``) and the try-it page's static files (``/`` and ``/ui/*``:
+  they hold no data, and the page asks for the key before it calls the API) needs one in
+  ``api_key_header`` (default ``X-API-Key``);
   401 ``missing_api_key`` / ``invalid_api_key`` otherwise. Keys are kept only as SHA-256 digests and
   compared in constant time (``hmac.compare_digest`` against every key, so the time does not depend on
   which key, or how much of one, matched). A request's key is known downstream by a short id (the first
@@ -27,6 +29,9 @@ from server.middleware import ASGIApp, Message, Receive, Scope, Send, _header
 
 ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+#: The try-it page: static files only, served without a key so a browser can load the form that asks for one.
+PAGE_PATHS = frozenset({"/"})
+PAGE_PREFIX = "/ui/"
 
 
 def read_keys_file(path: Path) -> list[str]:
@@ -99,7 +104,8 @@ class AccessMiddleware:
             if on_admin_port:
                 await self.app(scope, receive, send)
                 return
-        needs_key = policy.keys.enabled and path not in DOC_PATHS and not (admin and policy.public_admin)
+        public = path in DOC_PATHS or path in PAGE_PATHS or path.startswith(PAGE_PREFIX)
+        needs_key = policy.keys.enabled and not public and not (admin and policy.public_admin)
         if needs_key and scope["method"] != "OPTIONS":
             presented = _header(scope, self._header)
             if presented is None:

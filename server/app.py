@@ -259,6 +259,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle
     app.state.request_limits = request_limits(settings)
+    app.state.access = access
     app.state.single_headers = (settings.api_key_header.lower(),)
     app.state.service = None
     install_error_handlers(app)

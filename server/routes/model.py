@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from models.flops import count_flops
 from models.widths import SCALE_GROUP_BOUNDS, group_width
@@ -35,6 +35,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 @router.get("/v1/model", summary="Describe the model and FLOPs per width")
 async def describe_model(
+    request: Request,
     service: ServiceDep,
     limits: LimitsDep,
     size: Annotated[str, Query()] = "256x256",
@@ -102,6 +103,8 @@ async def describe_model(
             "fixed_width": service.policy.fixed_width,
         },
         "device": service.device,
+        # Whether calls need an API key, and in which header (the try-it page shows its key field from this).
+        "auth": {"required": request.app.state.access.keys.enabled, "header": request.app.state.access.key_header},
         "precision": service.precision,
         "precision_reason": service.precision_reason,
         "tiling": {

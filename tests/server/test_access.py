@@ -53,6 +53,21 @@ def test_a_missing_or_wrong_key_is_401_and_counted(keyed):
     assert requests_total(keyed, 401) == before + 2
 
 
+def test_the_try_it_page_loads_without_a_key_and_learns_it_needs_one(keyed):
+    """The page's static files are public (they hold no data); /v1/model, behind the key, says which header."""
+    page = keyed.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert keyed.get("/ui/ui.js").status_code == 200
+    assert_error(keyed.get("/ui/absent.js"), 404, "not_found")
+    described = keyed.get("/v1/model", headers={"x-api-key": "second"}).json()
+    assert described["auth"] == {"required": True, "header": "X-API-Key"}
+
+
+def test_an_open_server_says_no_key_is_needed():
+    with TestClient(make_app()) as client:
+        assert client.get("/v1/model").json()["auth"] == {"required": False, "header": "X-API-Key"}
+
+
 def test_health_metrics_and_docs_stay_open_by_default(keyed):
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         assert keyed.get(path).status_code == 200, path

@@ -433,6 +433,10 @@ function wire() {
     });
   }
   $("format").addEventListener("change", () => { $("quality-label").hidden = !LOSSY.includes($("format").value); });
+  // A server with API keys refuses /v1/model until a key is typed: read it again once one is.
+  $("api-key").addEventListener("change", () => {
+    if (!state.model) { $("error").hidden = true; loadModel(); }
+  });
   $("controls").addEventListener("submit", (event) => { event.preventDefault(); run(); });
   $("compare").addEventListener("click", compare);
   $("split").addEventListener("input", setSplit);

@@ -148,6 +148,37 @@ def test_upscale_shows_what_the_server_answered(driver, server, image):
     save_screenshot(driver, SHOTS / "1-result-x2.3.png")
 
 
+@pytest.fixture(scope="module")
+def keyed_server() -> str:
+    torch.manual_seed(0)
+    model = build_model(TINY_SPEC)
+    settings = Settings(warmup_size=8, load_sample_interval_s=0.2, max_batch_wait_ms=1.0, api_keys="s3cret-key")
+    with live_server(make_app(settings, model=model, model_info=untrained_info(model))) as base:
+        yield base
+
+
+def test_a_server_with_api_keys_asks_for_one_and_the_page_then_works(driver, keyed_server, image):
+    """The page loads without a key, /v1/model answers 401, the key field appears; with the key typed the
+    page reads the model and upscales, sending the key in the header /v1/model names."""
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(keyed_server + "/")
+    wait(driver, lambda d: element(d, "key-field").is_displayed(), "the API-key field")
+    assert text(driver, "error-code") == "401 missing_api_key:" and "X-API-Key" in text(driver, "error-message")
+    save_screenshot(driver, SHOTS / "7-api-key-asked.png")
+    element(driver, "api-key").send_keys("s3cret-key", Keys.TAB)  # a change event, as a person leaving the field
+    wait(driver, lambda d: "widths" in text(d, "model-line"), "the model description with the key")
+    element(driver, "file").send_keys(str(image))
+    wait(driver, lambda d: "px" in text(d, "file-info"), "the image preview")
+    driver.get_log("performance")
+    submit_and_wait(driver)
+    [answer] = responses(driver, "/upscale")
+    assert answer["status"] == 200
+    assert element(driver, "error").is_displayed() is False
+    assert httpx.post(f"{keyed_server}/upscale?scale=2", content=b"x").status_code == 401  # the key is needed
+    save_screenshot(driver, SHOTS / "8-api-key-result.png")
+
+
 def test_forced_width_is_honoured(driver, server, image):
     open_page(driver, server, image)
     set_value(driver, "scale", "2.3")

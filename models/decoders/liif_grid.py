@@ -82,14 +82,23 @@ class GridDecoder:
         self.column_terms = {
             s: (rel[..., None] * first[:, 1]).to(compute_dtype) for s, (_, rel) in self.column_cells.items()
         }
-        # Hidden layers as contiguous (out, in) slices and (out, 1) biases, for feature-major products.
-        self.hidden_weights = [
-            (
-                layer.weight[:size_out, :size_in].to(compute_dtype).contiguous(),
-                layer.bias[:size_out, None].to(compute_dtype),
-            )
-            for layer, (size_in, size_out) in zip(layers[1:-1], zip(self.sizes[:-1], self.sizes[1:]))
-        ]
+        #: Layout of the hidden activations. fp32 keeps them feature-major, (h, rows): MKL's fp32 product is up
+        #: to ~1.5x slower when its output has a column count that is not a multiple of 16 (the 0.7 and 0.9
+        #: widths' 179 and 230). In bf16/fp16 (oneDNN) row-major, (rows, h), is faster: the bias folds into
+        #: the product (addmm with a row bias) and only the ReLU is a separate pass; feature-major there
+        #: measured ~1.7x slower per layer (a product, then separate bias and ReLU passes: PyTorch's fused
+        #: add-ReLU kernel is fp32-only).
+        self.row_major = compute_dtype != torch.float32
+        # Hidden layers as contiguous slices: (out, in) weights and (out, 1) biases for feature-major
+        # products, or transposed (in, out) weights and (out,) biases for row-major ones.
+        self.hidden_weights = []
+        for layer, (size_in, size_out) in zip(layers[1:-1], zip(self.sizes[:-1], self.sizes[1:])):
+            weight = layer.weight[:size_out, :size_in].to(compute_dtype)
+            bias = layer.bias[:size_out].to(compute_dtype)
+            if self.row_major:
+                self.hidden_weights.append((weight.t().contiguous(), bias))
+            else:
+                self.hidden_weights.append((weight.contiguous(), bias[:, None]))
         last = layers[-1]
         self.out_weight = last.weight[:, : self.sizes[-1]].to(compute_dtype).contiguous()
         self.out_bias = last.bias.to(compute_dtype)
@@ -123,7 +132,10 @@ class GridDecoder:
                 self._first_layer(row_tables, shift_x, segments, count, first)
                 hidden = self._hidden_layers(self.batch * count, first, second)
                 # (3, B·n): one M = 3 product over all queries.
-                prediction = torch.addmm(self.out_bias[:, None], self.out_weight, hidden).float()
+                if self.row_major:
+                    prediction = torch.addmm(self.out_bias, hidden, self.out_weight.t()).float().t()
+                else:
+                    prediction = torch.addmm(self.out_bias[:, None], self.out_weight, hidden).float()
                 weight = areas[(-shift_y, -shift_x)] / total
                 for image in range(self.batch):
                     out[image].addcmul_(prediction[:, image * count : (image + 1) * count], weight[image])
@@ -170,17 +182,25 @@ class GridDecoder:
                 offset += rows * columns
 
     def _hidden_layers(self, rows: int, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Hidden layers after the first, alternating between the two scratch buffers: (h_last, rows).
+        """Hidden layers after the first, alternating between the two scratch buffers: (h_last, rows)
+        feature-major, or (rows, h_last) when :attr:`row_major`.
 
-        ``first`` holds the first layer's (rows, h1) activations; the first product reads them transposed
-        (no copy), and from then on activations are feature-major, (h, rows).
+        ``first`` holds the first layer's (rows, h1) activations; a feature-major first product reads them
+        transposed (no copy), and from then on activations are (h, rows).
         """
-        current = first[: rows * self.sizes[0]].view(rows, self.sizes[0]).t()
+        current = first[: rows * self.sizes[0]].view(rows, self.sizes[0])
+        if not self.row_major:
+            current = current.t()
         holding, spare = first, second
         for weight, bias in self.hidden_weights:
-            target = spare[: rows * weight.shape[0]].view(weight.shape[0], rows)
-            torch.mm(weight, current, out=target)
-            _add_relu_(target, bias)
+            if self.row_major:
+                target = spare[: rows * weight.shape[1]].view(rows, weight.shape[1])
+                torch.addmm(bias, current, weight, out=target)
+                target.relu_()
+            else:
+                target = spare[: rows * weight.shape[0]].view(weight.shape[0], rows)
+                torch.mm(weight, current, out=target)
+                _add_relu_(target, bias)
             current = target
             holding, spare = spare, holding
         return current

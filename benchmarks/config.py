@@ -83,7 +83,7 @@ class SuiteConfig:
     # -- precision: default serving vs --precision fp32 vs the model alone, the 256² ×2 request.
     precision_size: int = 256
     precision_scale: float = 2.0
-    precision_rounds: int = 5
+    precision_rounds: int = 9
     precision_warmup: int = 1
 
     # -- bf16_psnr: Set5 and Set14 whole (None: every image) at the benchmark scales.

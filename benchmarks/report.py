@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.report_speed import bf16_psnr_section, peak_section, precision_section
+from benchmarks.report_speed import bf16_psnr_section, gpu_section, peak_section, precision_section
 
 Record = dict[str, Any]
 MIB = 2**20
@@ -377,4 +377,6 @@ def render(records: dict[str, Record]) -> str:
             note = _load_note(records[part])
             if note:
                 lines += [note, ""]
+    if not any(record["host"].get("accelerator") for record in records.values()):
+        lines += gpu_section()
     return "\n".join(lines).rstrip() + "\n"

@@ -186,13 +186,16 @@ def precision_section(record: Record) -> list[str]:
         "",
         f"- Default settings resolved to **{resolved}**: {default['precision_reason']}.",
         f"- Default serving is **{speedup:.2f}×** as fast as fp32 serving end to end ({verdict} the issue's "
-        f"{target:g}× target); the model alone gains {results['model_speedup']:.2f}×.",
+        f"{target:g}× target); the model alone gains {results['model_speedup']:.2f}×. From each path's fastest "
+        f"run (the least disturbed on a shared host): {results['served_speedup_fastest']:.2f}× served, "
+        f"{results['model_speedup_fastest']:.2f}× the model alone.",
     ]
     for name, gap in results["gaps"].items():
         over = gap["end_to_end_over_model"] > results["gap_bound"]
         lines.append(
             f"- {PATH_NAMES[name].split(' (')[0].capitalize()}: end to end {gap['end_to_end_over_model']:+.1%} "
-            f"against the model alone in {gap['precision']}, the server's compute {gap['compute_over_model']:+.1%}"
+            f"against the model alone in {gap['precision']}, the server's compute {gap['compute_over_model']:+.1%} "
+            f"(fastest runs: {gap['fastest_end_to_end_over_model']:+.1%} and {gap['fastest_compute_over_model']:+.1%})"
             + (f" (over the {results['gap_bound']:.0%} bound: see docs/serving.md)" if over else "")
             + "."
         )
@@ -229,5 +232,19 @@ def bf16_psnr_section(record: Record) -> list[str]:
         f"- Largest |Δ| of a dataset mean: **{abs(results['worst_mean_delta_db']):.4f} dB** ({worst['dataset']} "
         f"×{worst['scale']} {worst['row']}), {verdict} the {results['bound_db']} dB bound that lets "
         f"`precision=auto` pick bf16; largest change of any one image: {results['worst_image_delta_db']:.4f} dB.",
+        "",
+    ]
+
+
+def gpu_section() -> list[str]:
+    """Where the GPU numbers will come from: none of this page's parts has run on a GPU yet."""
+    return [
+        "## GPU",
+        "",
+        "No GPU measurements yet: no session of this project has had a GPU to serve on. "
+        "`python3 -m benchmarks.gpu` measures everything issue 13 asks of a card (model throughput per width "
+        "and precision, the runner's batching gain, bf16's PSNR cost, a profile, the load tester's policy "
+        "comparison with NVML readings, and the scheduler's GPU signal) in one command of about 7 minutes; "
+        "[gpu-benchmark.md](gpu-benchmark.md) says how to run it with the device tool.",
         "",
     ]

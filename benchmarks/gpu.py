@@ -171,11 +171,13 @@ class GpuRun:
         return path
 
     def lr_image(self, side: int) -> torch.Tensor:
-        """A (1, 3, side, side) photo crop on the device (seeded noise without the shared data)."""
-        from benchmarks.bench_widths import lr_image
+        """A (1, 3, side, side) crop of Set14's baboon (resized up when smaller) on the device; synthetic
+        without the shared data. Timing does not depend on the content, but outputs stay photo-like."""
+        from benchmarks.bench_server_overhead import bench_image
+        from benchmarks.served_precision import decode_png
 
         with _shared_env(self.shared_dir):
-            return lr_image((side, side), self.device)
+            return decode_png(bench_image(side)[0]).to(self.device)
 
 
 @contextlib.contextmanager

@@ -283,7 +283,7 @@ def section_profile(run: GpuRun) -> dict[str, Any]:
             synchronise(device)
             wall = time.perf_counter() - started
         results[name] = summarise_profile(prof, wall, flops, device)
-        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
         run.write_file(f"profile/{name}.txt", prof.key_averages().table(sort_by=sort, row_limit=25))
         if device.type == "cuda":
             trace = run.work_dir / "profile" / f"{name}.trace.json"
@@ -298,7 +298,7 @@ def summarise_profile(prof: Any, wall_s: float, flops: int, device: torch.device
     if device.type == "cuda":
         for event in prof.key_averages():
             if str(getattr(event, "device_type", "")).endswith("CUDA"):
-                kernel_us += float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0)))
+                kernel_us += float(event.self_device_time_total)
                 launches += int(event.count)
     kernel_s = kernel_us / 1e6
     return {

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="width forced for the memory request (%(default)s: full width takes over 20 minutes on 2 CPU cores)",
     )
     parser.add_argument("--memory-size", type=int, default=None, help="memory part's input side (2048; quick: 128)")
+    parser.add_argument("--precision-rounds", type=int, default=None, help="timed rounds of the precision part (9)")
     return parser
 
 
@@ -145,6 +146,8 @@ def make_config(args: argparse.Namespace) -> SuiteConfig:
         explicit["batch_tile"] = args.batch_tile
     if args.memory_size is not None:
         explicit["memory_size"] = args.memory_size
+    if args.precision_rounds is not None:
+        explicit["precision_rounds"] = args.precision_rounds
     return suite_config.check(dataclasses.replace(config, **explicit))
 
 

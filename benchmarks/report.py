@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.report_speed import bf16_psnr_section, gpu_section, peak_section, precision_section
+from benchmarks.report_speed import UNTIMED_PARTS, bf16_psnr_section, gpu_section, peak_section, precision_section
 
 Record = dict[str, Any]
 MIB = 2**20
@@ -374,7 +374,7 @@ def render(records: dict[str, Record]) -> str:
     for part, section in SECTIONS.items():
         if part in records:
             lines += section(records[part])
-            note = _load_note(records[part])
+            note = None if part in UNTIMED_PARTS else _load_note(records[part])
             if note:
                 lines += [note, ""]
     if not any(record["host"].get("accelerator") for record in records.values()):

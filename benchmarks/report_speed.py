@@ -18,6 +18,8 @@ from benchmarks.host import matrix_flags
 from benchmarks.peak import peak_gflops
 
 Record = dict[str, Any]
+#: Parts whose results are not timings, so the load on the host does not make them noisy.
+UNTIMED_PARTS = frozenset({"bf16_psnr"})
 #: One achieved rate: (what was measured, precision, GFLOP/s of each row or request).
 Achieved = tuple[str, str, list[float]]
 

@@ -1,6 +1,6 @@
 """The benchmark suite: one command that times every part, saves JSON and writes docs/benchmarks.md.
 
-    python -m benchmarks.suite                       # everything, full size (~15 min on 2 idle CPU cores)
+    python -m benchmarks.suite                       # everything, full size (~18 min on 2 idle CPU cores)
     python -m benchmarks.suite --quick --out /tmp/bench --doc /tmp/bench.md   # tiny sizes: a smoke run
     python -m benchmarks.suite --only widths,reference --threads 2
     python -m benchmarks.suite --report-only          # re-render the page from the saved JSON

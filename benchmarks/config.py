@@ -15,13 +15,16 @@ from models.spec import TINY_SPEC, ModelSpec
 from models.widths import check_width
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("widths", "reference", "batching", "overhead", "memory", "fairness")
+PARTS = ("widths", "reference", "batching", "overhead", "memory", "fairness", "precision", "bf16_psnr")
+#: Parts run when ``--only`` is not given: all but ``bf16_psnr``, a full Set5 + Set14 evaluation in two
+#: precisions (most of an hour on two CPU cores; seconds on a GPU).
+DEFAULT_PARTS = tuple(part for part in PARTS if part != "bf16_psnr")
 MODEL_PARTS = ("widths", "reference", "batching")
 DEFAULT_WEIGHTS = REPO / "weights" / "anysr-edsr-liif.safetensors"
 #: ``--model-spec`` choices for the pure-model parts (the server parts serve the weights file's own spec).
 MODEL_SPECS = {"product": ModelSpec(), "tiny": TINY_SPEC}
 #: ``--dtype`` choices for the batching part: the server runner's precisions.
-DTYPES = ("fp32", "bf16", "fp16")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,17 @@ class SuiteConfig:
     #: torch intra-op threads for the in-process parts and ``--torch-threads`` for the server (None: torch's).
     threads: int | None = None
     device: str = "cpu"
-    #: Precision of the batching part (the server runner's choices); the other model parts run fp32.
-    dtype: str = "fp32"
+    #: Precision of the batching part and the overhead and memory servers (the server runner's choices:
+    #: ``auto`` resolves as the server does); widths and reference run fp32.
+    dtype: str = "auto"
     #: Architecture of the random-weight model parts: the product spec, or TINY_SPEC for tests.
     model_spec: str = "product"
     #: Timed rounds of the model parts; medians are reported.
     repeats: int = 3
+    #: Square matrix sizes of the fp32/bf16 peak measured at the start of every run (None: the device's
+    #: defaults in benchmarks/peak.py), and the least seconds of products per size.
+    peak_sizes: tuple[int, ...] | None = None
+    peak_min_seconds: float = 0.3
 
     # -- widths: 128² keeps the 32 cases (2 modes × 4 scales × 4 widths) near 2-3 minutes on 2 cores.
     widths_lr_size: int = 128
@@ -88,6 +96,16 @@ class SuiteConfig:
     #: Server tile size (None: the server's default of 256, which makes a large request's tiles 6x the small one).
     fairness_tile_size: int | None = 128
 
+    # -- precision: default serving vs --precision fp32 vs the model alone, the 256² ×2 request.
+    precision_size: int = 256
+    precision_scale: float = 2.0
+    precision_rounds: int = 9
+    precision_warmup: int = 1
+
+    # -- bf16_psnr: Set5 and Set14 whole (None: every image) at the benchmark scales.
+    quality_scales: tuple[float, ...] = (2.0, 3.0, 4.0)
+    quality_max_images: int | None = None
+
     @property
     def spec(self) -> ModelSpec:
         return MODEL_SPECS[self.model_spec]
@@ -101,6 +119,8 @@ class SuiteConfig:
 #: ``--quick``: every size tiny (a smoke run of the whole pipeline, and what the test runs).
 QUICK_OVERRIDES = {
     "repeats": 1,
+    "peak_sizes": (64, 128),
+    "peak_min_seconds": 0.0,
     "widths_lr_size": 16,
     "reference_lr_size": 16,
     "batch_tile": 8,
@@ -114,6 +134,10 @@ QUICK_OVERRIDES = {
     "fairness_requests": 3,
     "fairness_tile_size": 32,
     "fairness_lead_s": 0.5,
+    "precision_size": 32,
+    "precision_rounds": 1,
+    "quality_scales": (2.0,),
+    "quality_max_images": 1,
 }
 
 
@@ -127,7 +151,7 @@ def check(config: SuiteConfig) -> SuiteConfig:
         raise ValueError(f"dtype must be one of {DTYPES}, got {config.dtype!r}")
     if config.model_spec not in MODEL_SPECS:
         raise ValueError(f"model_spec must be one of {tuple(MODEL_SPECS)}, got {config.model_spec!r}")
-    for name in ("widths_lr_size", "reference_lr_size", "overhead_size", "memory_size"):
+    for name in ("widths_lr_size", "reference_lr_size", "overhead_size", "memory_size", "precision_size"):
         if getattr(config, name) < 4:
             raise ValueError(f"{name} must be at least 4 pixels, got {getattr(config, name)}")
     if config.batch_tile is not None and config.batch_tile < 1:
@@ -143,6 +167,8 @@ def check(config: SuiteConfig) -> SuiteConfig:
         config.overhead_scale,
         config.memory_scale,
         config.fairness_scale,
+        config.precision_scale,
+        *config.quality_scales,
     )
     if min(scales) <= 1.0:
         raise ValueError(f"every scale must be greater than 1, got {scales}")
@@ -165,6 +191,14 @@ def check(config: SuiteConfig) -> SuiteConfig:
             f"fairness_large_size ({config.fairness_large_size}) must exceed fairness_small_size "
             f"({config.fairness_small_size})"
         )
+    if config.peak_sizes is not None and (not config.peak_sizes or min(config.peak_sizes) < 1):
+        raise ValueError(f"peak_sizes must be positive, got {config.peak_sizes}")
+    if config.precision_rounds < 1 or config.precision_warmup < 0:
+        raise ValueError(
+            f"precision needs >= 1 round and >= 0 warm-ups, got {config.precision_rounds} and {config.precision_warmup}"
+        )
+    if config.quality_max_images is not None and config.quality_max_images < 1:
+        raise ValueError(f"quality_max_images must be >= 1, got {config.quality_max_images}")
     if config.memory_sample_hz <= 0:
         raise ValueError(f"memory_sample_hz must be positive, got {config.memory_sample_hz}")
     unknown = [mode for mode in config.widths_modes if mode not in ("slim", "paper")]

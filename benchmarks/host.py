@@ -1,8 +1,9 @@
 """What machine and code a benchmark ran on, and the per-part JSON record around its results.
 
-Every part's JSON carries the same ``host`` block (CPU model, cores, torch, threads, the accelerator,
-load average before and after, the git commit), because a timing means nothing without the machine
-it came from and how busy that machine was. Reading and writing the records lives here too, so the
+Every part's JSON carries the same ``host`` block (CPU model, its flags, cores, torch, threads, the
+accelerator, load average before and after, the git commit), because a timing means nothing without the
+machine it came from and how busy that machine was: the same code runs 10x apart on CPUs with and
+without native bf16 (``avx512_bf16``, ``amx_bf16``). Reading and writing the records lives here too, so the
 suite and the report agree on the file layout: ``<out>/<part>.json``.
 """
 
@@ -33,6 +34,29 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """Every flag of the first CPU in /proc/cpuinfo (Linux), sorted; [] where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return sorted(value.split())
+    return []
+
+
+#: The flags that decide matrix-product speed, shown in reports (the record keeps them all).
+MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def matrix_flags(flags: list[str]) -> list[str]:
+    """The :data:`MATRIX_FLAGS` among ``flags``, in that order."""
+    present = set(flags)
+    return [flag for flag in MATRIX_FLAGS if flag in present]
 
 
 def git_commit() -> dict[str, Any]:
@@ -70,6 +94,7 @@ def host_info(device: str, threads: int | None) -> dict[str, Any]:
         usable = os.cpu_count()
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

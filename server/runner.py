@@ -3,9 +3,11 @@
 Called only from the batcher's inference thread (and once from the lifespan for warm-up), under
 ``torch.inference_mode``. The model does the work through its own inference API
 (:meth:`models.anysr.AnySR.grid_decoding`), the same one ``anysr upscale`` and evaluation use, so
-nothing here knows the architecture. On CPU: fp32 by default (bf16 on request) and channels_last
-weights and inputs (3×3 convolutions run ~1.7× faster). On CUDA: bf16 or fp16, pinned host buffers
-and non-blocking copies. The model keeps no per-call state, so nothing here locks.
+nothing here knows the architecture. The precision is resolved once, at construction
+(:func:`models.precision.choose_precision`: by default bf16 on CUDA and on CPUs where a start-up probe
+finds native bf16 faster and close to fp32, else fp32). On CPU: channels_last weights and inputs (3×3
+convolutions run ~1.7× faster). On CUDA: pinned host buffers and non-blocking copies. The model keeps
+no per-call state, so nothing here locks.
 """
 
 from __future__ import annotations

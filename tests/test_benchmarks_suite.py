@@ -56,6 +56,10 @@ def test_each_model_part_writes_a_record_with_host_and_command(quick_run):
         assert len(host["load_average_before"]) == 3 and len(host["load_average_after"]) == 3
         assert host["torch"] and "commit" in host and record["duration_s"] >= 0
         assert record["config"]["spec"] == "tiny"
+        assert isinstance(host["cpu_flags"], list)
+        peak = host["matmul_peak"]  # measured once in this run: every part carries the same numbers
+        assert peak == load(out, "widths")["host"]["matmul_peak"]
+        assert peak["fp32"]["gflops_per_s"] > 0 and peak["bf16"]["gflops_per_s"] > 0
 
 
 def test_widths_record_has_every_case_and_consistent_ratios(quick_run):
@@ -110,7 +114,8 @@ def test_page_renders_from_the_records_and_report_only_reproduces_it(quick_run):
     page = doc.read_text()
     assert page.startswith("# Benchmarks\n")
     assert "python -m benchmarks.suite --quick --model-spec tiny" in page
-    for heading in ("## Machine", "## Time per width vs FLOPs", "## Full width against the reference", "## Batching"):
+    headings = ("## Machine", "## Against the machine's peak", "## Time per width vs FLOPs", "## Batching")
+    for heading in (*headings, "## Full width against the reference"):
         assert heading in page
     assert "## Server overhead" not in page and "## Peak memory" not in page
     assert "**Smoke run:** `widths`, `reference`, `batching` ran with `--quick`" in page
@@ -121,7 +126,7 @@ def test_page_renders_from_the_records_and_report_only_reproduces_it(quick_run):
                 tables.append([])
             tables[-1].append(line.count("|"))
         previous = line.startswith("|")
-    assert len(tables) == 4  # machine, widths, reference, batching
+    assert len(tables) == 6  # machine, peak, share of peak, widths, reference, batching
     assert all(len(set(counts)) == 1 for counts in tables)  # every row has as many cells as its header
     widths = load(out, "widths")["results"]
     assert f"**{widths['max_ratio_gap']:.3f}**" in page

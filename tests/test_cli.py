@@ -349,6 +349,25 @@ def test_upscale_bf16_stays_close_to_fp32(capsys: pytest.CaptureFixture[str], tm
     assert np.abs(outputs[0] - outputs[1]).max() <= 8  # a few 8-bit levels: bf16 keeps 8 mantissa bits
 
 
+def test_upscale_auto_runs_what_the_probe_picked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU whose probe finds bf16 fast and close, ``--precision auto`` writes the bf16 image and says why."""
+    monkeypatch.setattr("models.precision.cpu_bf16_flags", lambda: ["amx_bf16"])
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr("models.precision.probe_bf16", lambda model, device: {"speedup": 3.0, "agreement_db": 70.0})
+    source = write_png(tmp_path / "in.png", random_pixels(6, 5, 3, seed=2))
+    outputs = {}
+    for precision in ("auto", "bf16", "fp32"):
+        target = tmp_path / f"out-{precision}.png"
+        argv = ["upscale", str(source), str(target), "--scale", "2", "--weights", str(checkpoint)]
+        assert main([*argv, "--precision", precision, "--quiet"]) == 0
+        outputs[precision] = read_png(target)[0]
+        if precision == "auto":
+            assert "precision auto: bf16 3.00x fp32's speed, within 70.0 dB" in capsys.readouterr().out
+    assert np.array_equal(outputs["auto"], outputs["bf16"]) and not np.array_equal(outputs["auto"], outputs["fp32"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_upscale_cuda_without_a_gpu_is_a_clear_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, checkpoint: Path

@@ -9,7 +9,14 @@ import torch
 
 from models import precision
 from models.anysr import AnySR
-from models.precision import MIN_AGREEMENT_DB, MIN_SPEEDUP, choose_precision, probe_bf16, probe_image
+from models.precision import (
+    MIN_AGREEMENT_DB,
+    MIN_SPEEDUP,
+    PROBE_ROUNDS,
+    choose_precision,
+    probe_bf16,
+    probe_image,
+)
 
 CPU = torch.device("cpu")
 
@@ -64,8 +71,20 @@ def test_auto_on_a_bf16_cpu_follows_the_probe(
     assert choice.probe["cpu_flags"] == ["avx512_bf16"]
 
 
-def test_the_probe_measures_both_precisions_on_a_structured_image(tiny_model: AnySR) -> None:
+def test_the_probe_measures_both_precisions_on_a_structured_image(
+    tiny_model: AnySR, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[torch.dtype] = []
+    upscale = tiny_model.upscale
+
+    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(kwargs["compute_dtype"])
+        return upscale(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "upscale", counted)
     result = probe_bf16(tiny_model, CPU)
+    # One untimed run each, then alternating rounds, so a burst of other work cannot fall on one precision only.
+    assert calls == [torch.float32, torch.bfloat16] * (1 + PROBE_ROUNDS) and result["rounds"] == PROBE_ROUNDS
     assert result["fp32_s"] > 0 and result["bf16_s"] > 0 and result["speedup"] > 0
     assert 20.0 < result["agreement_db"] < 200.0  # bf16 differs from fp32, by little
     image = probe_image(16, CPU)

@@ -120,7 +120,12 @@ class Settings(BaseSettings):
     max_batch_pixels: int = Field(1 << 20, ge=1, description="Most LR pixels in one batch.")
     max_batch_wait_ms: float = Field(2.0, ge=0, description="Longest a tile waits for its batch to fill.")
     max_queue_tiles: int = Field(256, ge=1, description="Most tiles queued or running; beyond it requests get 503.")
-    query_chunk: int = Field(65536, ge=1, description="Decoder queries per step across a batch (bounds memory).")
+    query_chunk: int = Field(
+        65536,
+        ge=1,
+        description="Decoder queries per step across a batch (bounds memory); the runner decodes in cache-sized "
+        "blocks of at most 4,096 within it.",
+    )
     warmup_size: int = Field(48, ge=8, description="LR side of the warm-up image run at every width.")
 
     # -- limits ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """anysr_ray: the app as a Ray Serve deployment on a local Ray instance, with two CPU replicas.
 
-Requests must spread over both replicas (each answer names its replica), the server's own 429 and 503
-must reach the client unchanged through Ray's HTTP proxy, and the queued-work autoscaling policy must
+Requests must spread over both replicas (each answer names its replica), the server's own refusals (a
+422 admission refusal, a 429 with its Retry-After) must reach the client unchanged through Ray's HTTP
+proxy, and the queued-work autoscaling policy must
 size the deployment from the replicas' reported work. Skips with its reason where Ray is absent (CI
 installs the ``[ray]`` extra for this file; docs/deploy.md#ray-serve). That the core server never
 imports Ray is checked in tests/server/test_imports.py, with or without Ray installed.

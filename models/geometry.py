@@ -1,4 +1,5 @@
-"""The one rule for output sizes, shared by the server, the CLI and evaluation.
+"""The one rule for output sizes, shared by the server, the CLI and evaluation, and the one way a flat
+block of output pixels maps back onto the output grid (every grid decoder decodes in flat blocks).
 
 An upscale of an ``n``-pixel side by ``s`` produces ``round(n · s)`` pixels: the nearest integer, ties to
 even (Python's ``round``, which is how LIIF's and ArbSR's data code size their HR crops, so evaluation
@@ -30,3 +31,27 @@ def output_size(lr_size: tuple[int, int], scale: tuple[float, float]) -> tuple[i
 def effective_scale(lr_size: tuple[int, int], out_size: tuple[int, int]) -> tuple[float, float]:
     """The scale the pixels really got, (H / h, W / w), after rounding."""
     return out_size[0] / lr_size[0], out_size[1] / lr_size[1]
+
+
+def row_segments(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:
+    """Flat positions ``start:stop`` of a row-major grid as at most three rectangles (row_start, row_stop,
+    column_start, column_stop), in flat order: a partial first row, whole rows, a partial last row.
+
+    Grid decoders fill a flat block of queries; splitting it this way lets them work on whole rows
+    (one contiguous slice each) instead of gathering pixel by pixel.
+    """
+    segments = []
+    row, column = divmod(start, row_length)
+    if column:
+        end = min(row_length, column + stop - start)
+        segments.append((row, row + 1, column, end))
+        start += end - column
+        row += 1
+    whole = (stop - start) // row_length
+    if whole:
+        segments.append((row, row + whole, 0, row_length))
+        start += whole * row_length
+        row += whole
+    if start < stop:
+        segments.append((row, row + 1, 0, stop - start))
+    return segments

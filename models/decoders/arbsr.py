@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.geometry import row_segments
 from models.parts import Decoder, Encoder, GridDecoding, StageHook, per_image
 from models.registry import PartConfig, register_decoder
 
@@ -507,23 +508,3 @@ class ArbSRGridDecoding:
         )  # (B, len(missing), W + 2, C)
         for position, row in enumerate(missing):
             self._rows[row] = features[:, position]
-
-
-def row_segments(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:
-    """Flat positions ``start:stop`` of a row-major grid as at most three rectangles (row_start, row_stop,
-    column_start, column_stop), in flat order: a partial first row, whole rows, a partial last row."""
-    segments = []
-    row, column = divmod(start, row_length)
-    if column:
-        end = min(row_length, column + stop - start)
-        segments.append((row, row + 1, column, end))
-        start += end - column
-        row += 1
-    whole = (stop - start) // row_length
-    if whole:
-        segments.append((row, row + whole, 0, row_length))
-        start += whole * row_length
-        row += whole
-    if start < stop:
-        segments.append((row, row + 1, 0, stop - start))
-    return segments

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from models.decoders.liif import LIIFDecoder, nearest_cells
+from models.geometry import row_segments
 from models.parts import per_image
 
 #: The four ensemble shifts in LIIF's order; prediction k is weighted by the area of prediction 3 - k.
@@ -119,7 +120,7 @@ class GridDecoder:
         out.zero_()
         positions = torch.arange(start, stop, device=self.table.device)
         row_of, column_of = positions // self.out_width, positions % self.out_width
-        segments = _row_segments(start, stop, self.out_width)
+        segments = row_segments(start, stop, self.out_width)
         areas = {
             (sy, sx): (self.row_cells[sy][1][:, row_of] * self.column_cells[sx][1][:, column_of]).abs() + 1e-9
             for sy, sx in _SHIFTS
@@ -218,26 +219,3 @@ def _add_relu_(target: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
     if target.device.type == "cpu" and target.dtype == torch.float32 and target.is_contiguous():
         return torch.ops.aten._add_relu_(target, addend)
     return target.add_(addend).relu_()
-
-
-def _row_segments(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:
-    """Split flat positions ``start:stop`` of a row-major grid into at most 3 rectangles.
-
-    Returns (row_start, row_stop, column_start, column_stop) for: the tail of a partial first row, the
-    full rows, the head of a partial last row (each only if non-empty), in flat order.
-    """
-    segments = []
-    row, column = divmod(start, row_length)
-    if column:
-        end = min(row_length, column + stop - start)
-        segments.append((row, row + 1, column, end))
-        start += end - column
-        row += 1
-    full_rows = (stop - start) // row_length
-    if full_rows:
-        segments.append((row, row + full_rows, 0, row_length))
-        start += full_rows * row_length
-        row += full_rows
-    if start < stop:
-        segments.append((row, row + 1, 0, stop - start))
-    return segments

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from models.geometry import row_segments
 from models.parts import Decoder, Encoder, GridDecoding, Regions, per_image
 from models.registry import PartConfig, register_decoder
 from models.slicing import SlicedMLP, mlp_regions
@@ -252,7 +253,7 @@ class MetaSRGridDecoding:
             out = torch.empty(self.batch, 3, stop - start, dtype=torch.float32, device=self.table.device)
         device = self.table.device
         for image in range(self.batch):
-            for row_start, row_stop, column_start, column_stop in _rectangles(start, stop, self.out_width):
+            for row_start, row_stop, column_start, column_stop in row_segments(start, stop, self.out_width):
                 if column_start == 0 and column_stop == self.out_width:
                     column_groups = self.whole_row_groups[image]
                 else:
@@ -319,23 +320,3 @@ def _run_groups(runs: Runs, lo: int, hi: int, device: torch.device) -> list[RunG
         positions = torch.tensor(firsts, device=device)[:, None] + torch.arange(length, device=device)
         groups.append((positions, torch.tensor(lr_pixels, device=device)))
     return groups
-
-
-def _rectangles(start: int, stop: int, row_length: int) -> list[tuple[int, int, int, int]]:
-    """Flat positions ``start:stop`` of a row-major grid as at most 3 rectangles (rows and columns, half-open):
-    the tail of a partial first row, the whole rows, the head of a partial last row."""
-    rectangles = []
-    row, column = divmod(start, row_length)
-    if column:
-        end = min(row_length, column + stop - start)
-        rectangles.append((row, row + 1, column, end))
-        start += end - column
-        row += 1
-    whole_rows = (stop - start) // row_length
-    if whole_rows:
-        rectangles.append((row, row + whole_rows, 0, row_length))
-        start += whole_rows * row_length
-        row += whole_rows
-    if start < stop:
-        rectangles.append((row, row + 1, 0, stop - start))
-    return rectangles

@@ -8,7 +8,7 @@ import torch
 from models.anysr import AnySR, build_model
 from models.coords import make_coord
 from models.decoders.liif import LIIFDecoder
-from models.decoders.liif_grid import GridDecoder, _row_segments
+from models.decoders.liif_grid import GridDecoder
 from models.spec import TINY_SPEC, ModelSpec
 from models.widths import WIDTHS
 
@@ -74,17 +74,6 @@ def test_grid_decoding_of_a_whole_image_matches_query_with_shared_coordinates() 
         for start in range(0, 12 * 21, 50):
             grid.decode(start, min(start + 50, 12 * 21), out=out[:, :, start : start + 50])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
-
-
-def test_row_segments_tile_any_range_in_flat_order() -> None:
-    for length in (1, 3, 7):
-        for start in range(0, 30):
-            for stop in range(start + 1, 31):
-                flat = []
-                for row_start, row_stop, col_start, col_stop in _row_segments(start, stop, length):
-                    flat += [r * length + c for r in range(row_start, row_stop) for c in range(col_start, col_stop)]
-                assert flat == list(range(start, stop)), (start, stop, length)
-                assert len(_row_segments(start, stop, length)) <= 3
 
 
 def test_grid_decoder_rejects_mismatched_inputs() -> None:

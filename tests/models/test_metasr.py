@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.anysr import build_model
 from models.coords import make_cell, make_coord
-from models.decoders.metasr import MetaSRDecoder, MetaSRGridDecoding, _rectangles, _run_groups, _runs
+from models.decoders.metasr import MetaSRDecoder, MetaSRGridDecoding, _run_groups, _runs
 from models.registry import entry, tiny_spec
 from models.spec import ModelSpec
 from models.widths import WIDTHS
@@ -183,18 +183,6 @@ def test_runs_group_every_position_of_a_range_once_with_its_lr_pixel() -> None:
                 assert run == list(range(run[0], run[0] + len(run)))
                 seen |= dict.fromkeys(run, pixel)
         assert seen == {position: indices[position] for position in range(lo, hi)}
-
-
-def test_rectangles_tile_any_range_in_flat_order() -> None:
-    for length in (1, 3, 7):
-        for start in range(0, 4 * length):
-            for stop in range(start + 1, 4 * length + 1):
-                flat = []
-                for row_start, row_stop, column_start, column_stop in _rectangles(start, stop, length):
-                    flat += [
-                        r * length + c for r in range(row_start, row_stop) for c in range(column_start, column_stop)
-                    ]
-                assert flat == list(range(start, stop))
 
 
 def test_slim_false_keeps_the_hidden_layer_whole_at_every_width() -> None:

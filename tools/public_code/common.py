@@ -10,6 +10,7 @@ import torch
 
 from models.anysr import AnySR, build_model
 from models.ase import AnyScaleEnhancement
+from models.coords import make_cell, make_coord
 from models.spec import ModelSpec
 
 
@@ -73,3 +74,18 @@ def max_abs_diff(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[float, float
     if ours.shape != theirs.shape:
         raise AssertionError(f"shapes differ: ours {tuple(ours.shape)}, theirs {tuple(theirs.shape)}")
     return float((ours - theirs).abs().max()), float(theirs.abs().max())
+
+
+def query_inputs(lr_size: tuple[int, int], out_size: tuple[int, int], seed: int = 1) -> dict[str, torch.Tensor]:
+    """The inputs of a point-query decoder check (LIIF, Meta-SR), named as the public snippets read them.
+
+    A random LR image, 500 random queries with random cells (both sides must agree off the grid, not only
+    on it), and the whole ``out_size`` grid with its cells, so one run checks both query paths.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    lr = torch.rand(1, 3, *lr_size, generator=generator)
+    points = torch.rand(1, 500, 2, generator=generator) * 2 - 1
+    point_cells = torch.rand(1, 500, 2, generator=generator) * 0.2 + 0.01
+    grid = make_coord(*out_size)[None]
+    grid_cells = make_cell(*out_size, grid.shape[1])[None]
+    return {"lr": lr, "points_coord": points, "points_cell": point_cells, "grid_coord": grid, "grid_cell": grid_cells}

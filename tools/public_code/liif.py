@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from models.coords import make_cell, make_coord
 from models.spec import ModelSpec
-from tools.public_code.common import CheckResult, map_state, max_abs_diff, neutral_model
+from tools.public_code.common import CheckResult, map_state, max_abs_diff, neutral_model, query_inputs
 from tools.public_code.runner import run_public
 
 REPOSITORY = "yinboc/liif"
@@ -59,17 +58,12 @@ def public_name(name: str) -> str | None:
 
 def check(repo: Path) -> CheckResult:
     model = neutral_model(ModelSpec())
-    generator = torch.Generator().manual_seed(1)
-    lr = torch.rand(1, 3, *LR_SIZE, generator=generator)
-    points = torch.rand(1, 500, 2, generator=generator) * 2 - 1
-    point_cells = torch.rand(1, 500, 2, generator=generator) * 0.2 + 0.01
-    grid = make_coord(*OUT_SIZE)[None]
-    grid_cells = make_cell(*OUT_SIZE, grid.shape[1])[None]
+    inputs = query_inputs(LR_SIZE, OUT_SIZE)
+    lr, points, point_cells = inputs["lr"], inputs["points_coord"], inputs["points_cell"]
     scale = (OUT_SIZE[0] / LR_SIZE[0], OUT_SIZE[1] / LR_SIZE[1])
     with torch.no_grad():
         ours_points = model(lr, points, point_cells, 1.0, scale)
     ours_grid = model.upscale(lr, OUT_SIZE, 1.0).flatten(2).transpose(1, 2)
-    inputs = {"lr": lr, "points_coord": points, "points_cell": point_cells, "grid_coord": grid, "grid_cell": grid_cells}
     inputs |= {f"state.{name}": tensor for name, tensor in map_state(model.state_dict(), public_name).items()}
     theirs = run_public(repo, SNIPPET, inputs)
     diff_points, scale_points = max_abs_diff(ours_points, theirs["points"])

@@ -143,16 +143,35 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     return info
 
 
-def load_weights_into(path: str | os.PathLike[str], model: AnySR, *, allow_missing_ase: bool = False) -> CheckpointInfo:
+def load_weights_into(
+    path: str | os.PathLike[str],
+    model: AnySR,
+    *,
+    allow_missing_ase: bool = False,
+    parts: tuple[str, ...] | None = None,
+) -> CheckpointInfo:
     """Load a checkpoint's weights into an existing ``model`` (whose spec may differ from the file's).
 
     The trainer's stage 2 uses this with ``allow_missing_ase=True``: it builds the ASE model from the
     stage-1 file's spec with ``ase=True`` and loads the stage-1 weights; see :func:`load_state_into`.
     Shapes must match exactly; arguments that do not change shapes (LIIF's ``slim``, ``widths``) may
     differ on purpose, e.g. a paper-mode LIIF initialising a slim-decoder model.
+
+    ``parts`` (e.g. ``("encoder",)``) loads only those top-level modules, checked as strictly, and leaves
+    the rest at the model's own initialisation: how a new decoder starts on a trained backbone.
     """
     info, tensors = _read(Path(path))
-    load_state_into(model, tensors, allow_missing_ase=allow_missing_ase, source=str(info.path))
+    if parts is None:
+        load_state_into(model, tensors, allow_missing_ase=allow_missing_ase, source=str(info.path))
+        return info
+    unknown = sorted(set(parts) - {name for name, _ in model.named_children()})
+    if unknown:
+        raise CheckpointError(f"{info.path}: the model has no part(s) {unknown}")
+    for part in parts:
+        prefix = f"{part}."
+        module = getattr(model, part)
+        selected = {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
+        load_state_into(module, selected, allow_missing_ase=allow_missing_ase, source=f"{info.path} [{part}]")
     return info
 
 

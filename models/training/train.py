@@ -51,6 +51,10 @@ class TrainConfig:
     stage: int = 1
     #: Stage 2: model checkpoint (safetensors) of stage 1 to start from; ASE starts as identity.
     init_from: str | None = None
+    #: Which parts ``init_from`` supplies: "all" (the whole model) or "encoder" (only the backbone, e.g.
+    #: the shipped LIIF base's EDSR-baseline under a fresh Meta-SR or SRNO decoder: the paper's rows share
+    #: their backbone recipe, and on our compute a trained backbone is the budget we cannot re-spend).
+    init_parts: str = "all"
     #: The model, as a spec naming registered parts: ``{encoder: {name, args}, decoder: {name, args}}``.
     #: Omitted parts and arguments take the product defaults (EDSR-baseline + LIIF); stage 1 sets
     #: ``encoder: {name: edsr-baseline, args: {ase: false}}``.
@@ -95,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {config.stage}")
         if config.stage == 2 and not config.init_from:
             raise ValueError("stage 2 needs init_from: a stage-1 checkpoint")
+        if config.init_parts not in ("all", "encoder"):
+            raise ValueError(f"init_parts must be 'all' or 'encoder', got {config.init_parts!r}")
         if not 0.0 <= config.reset_p <= 1.0:
             raise ValueError(f"reset_p must be in [0, 1], got {config.reset_p}")
         resolve_spec(config.model_spec())  # unknown parts or arguments fail here, not after data loading
@@ -272,7 +278,8 @@ def build_initial_model(config: TrainConfig) -> AnySR:
         from models.checkpoint import load_weights_into
 
         # A stage-1 file has no ASE tensors; the rebuilt model's ASE then starts at its identity init.
-        load_weights_into(config.init_from, model, allow_missing_ase=True)
+        parts = None if config.init_parts == "all" else (config.init_parts,)
+        load_weights_into(config.init_from, model, allow_missing_ase=True, parts=parts)
     return model
 
 

@@ -23,8 +23,8 @@ from models.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from models.registry import resolve_spec
-from models.spec import TINY_SPEC
+from models.registry import resolve_spec, tiny_spec
+from models.spec import TINY_SPEC, ModelSpec
 from models.widths import WIDTHS
 
 RESOLVED = resolve_spec(TINY_SPEC)
@@ -395,3 +395,25 @@ def test_shipped_weights_are_format_1_and_load_unchanged() -> None:
         info = read_checkpoint_info(path)
         assert (info.spec.encoder.name, info.spec.decoder.name) == ("edsr-baseline", "liif")
         assert info.spec.encoder.args["n_blocks"] == 16 and info.spec.decoder.args["hidden"] == [256] * 4
+
+
+def test_parts_loads_only_the_encoder_under_a_new_decoder(
+    tmp_path: Path, tiny_model_factory: Callable[..., AnySR]
+) -> None:
+    """How Meta-SR and SRNO start on the shipped LIIF base: the backbone's tensors are copied exactly, the
+    new decoder keeps its own initialisation, and a stage-1 file's missing ASE is still allowed."""
+    path, stage1 = stage1_checkpoint(tmp_path, tiny_model_factory)
+    torch.manual_seed(0)
+    target = build_model(ModelSpec(TINY_SPEC.encoder, tiny_spec("edsr-baseline", "metasr").decoder))
+    decoder_before = {name: tensor.clone() for name, tensor in target.decoder.state_dict().items()}
+    load_weights_into(path, target, allow_missing_ase=True, parts=("encoder",))
+    for name, tensor in stage1.encoder.state_dict().items():
+        assert torch.equal(target.encoder.state_dict()[name], tensor), name
+    for name, tensor in decoder_before.items():
+        assert torch.equal(target.decoder.state_dict()[name], tensor), name
+
+
+def test_parts_refuses_an_unknown_part(tmp_path: Path, tiny_model_factory: Callable[..., AnySR]) -> None:
+    path, _ = stage1_checkpoint(tmp_path, tiny_model_factory)
+    with pytest.raises(CheckpointError, match=r"no part\(s\) \['backbone'\]"):
+        load_weights_into(path, build_model(TINY_SPEC), allow_missing_ase=True, parts=("backbone",))

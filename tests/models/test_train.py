@@ -130,6 +130,8 @@ def test_config_rejects_bad_values() -> None:
         TrainConfig.from_dict({"stage": 2})
     with pytest.raises(ValueError, match=r"reset_p must be in \[0, 1\], got 1.5"):
         TrainConfig.from_dict({"stage": 2, "init_from": "x", "reset_p": 1.5})
+    with pytest.raises(ValueError, match="init_parts must be 'all' or 'encoder', got 'decoder'"):
+        TrainConfig.from_dict({"init_parts": "decoder"})
 
 
 def test_learning_rate_is_constant_then_cosine_to_the_floor() -> None:

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Train and score the paper's rows on the CPU (issue 16), resumably: rerun it and every run continues
+# from its last checkpoint; finished runs and existing evaluations are skipped.
+#
+#   bash tools/paper_rows.sh ablations   # Tables 4/5: LIIF p in {0.6, 0, 0.2, 0.4, 0.8}, w/o ASE, w/o FI
+#   bash tools/paper_rows.sh metasr      # Table 1/2 row: Meta-SR stage 1, then Algorithm 1
+#   bash tools/paper_rows.sh srno        # Table 1/2/3 row: SRNO stage 1, then Algorithm 1
+#   bash tools/paper_rows.sh scan ROW    # PSNR at all 30 scales x1.1-x4.0, auto width and full (Fig. 4)
+#   bash tools/paper_rows.sh base        # the vanilla LIIF row: the shipped stage-1 base, full width
+#
+# Runs land in runs/paper-cpu/<row>/ (model.safetensors, train.log, eval-234/, eval-scan/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+anysr=${ANYSR:-.venv/bin/anysr}
+root=runs/paper-cpu
+sets=(../shared/datasets/Set5 ../shared/datasets/Set14)
+threads=${THREADS:-1}
+
+train() {  # train ROW CONFIG [--set k=v ...]
+    local row=$1 config=$2
+    shift 2
+    mkdir -p "$root/$row"
+    "$anysr" train --config "$config" --set "run_dir=$root/$row" --set "threads=$threads" --quiet "$@" \
+        >>"$root/$row/train.log" 2>&1
+}
+
+score() {  # score ROW: x2/x3/x4 at the scale group's width (†) and full width (‡), beside bicubic
+    local row=$1
+    [ -f "$root/$row/eval-234/eval.json" ] && return 0
+    "$anysr" eval --weights "$root/$row/model.safetensors" --data "${sets[@]}" --scales 2,3,4 \
+        --widths auto,1.0 --compute-dtype bf16 --threads "$threads" --quiet --out-dir "$root/$row/eval-234" \
+        >>"$root/$row/eval.log" 2>&1
+}
+
+score_full() {  # score_full ROW [WEIGHTS]: x2/x3/x4 at full width only (a stage-1 model: the vanilla method)
+    local row=$1 weights=${2:-$root/$1/model.safetensors}
+    [ -f "$root/$row/eval-234/eval.json" ] && return 0
+    mkdir -p "$root/$row"
+    "$anysr" eval --weights "$weights" --data "${sets[@]}" --scales 2,3,4 --widths 1.0 --compute-dtype bf16 \
+        --threads "$threads" --quiet --out-dir "$root/$row/eval-234" >>"$root/$row/eval.log" 2>&1
+}
+
+scan() {  # scan ROW: all 30 scales (Fig. 4), auto and full width
+    local row=$1
+    [ -f "$root/$row/eval-scan/eval.json" ] && return 0
+    "$anysr" eval --weights "$root/$row/model.safetensors" --data "${sets[@]}" --scales 1.1:4.0:0.1 \
+        --widths auto,1.0 --compute-dtype bf16 --threads "$threads" --quiet --out-dir "$root/$row/eval-scan" \
+        >>"$root/$row/eval.log" 2>&1
+}
+
+stage2=configs/train/paper-cpu/stage2.yaml
+stage1=configs/train/paper-cpu/stage1.yaml
+case "${1:-}" in
+ablations)
+    for p in 0.6 0 0.2 0.4 0.8; do
+        train "liif-p$p" "$stage2" --set "reset_p=$p"
+        score "liif-p$p"
+    done
+    train liif-no-ase "$stage2" --set model.encoder.args.ase=false
+    score liif-no-ase
+    train liif-no-fi "$stage2" --set model.encoder.args.interweave=false
+    score liif-no-fi
+    ;;
+metasr | srno)
+    train "$1-stage1" "$stage1" --set "model.decoder.name=$1"
+    score_full "$1-stage1"
+    train "$1" "$stage2" --set "init_from=$root/$1-stage1/model.safetensors" --set "model.decoder.name=$1"
+    score "$1"
+    ;;
+base)
+    score_full liif-stage1 weights/stage1-liif-base.safetensors
+    ;;
+scan)
+    scan "$2"
+    ;;
+*)
+    echo "usage: $0 ablations | metasr | srno | base | scan ROW" >&2
+    exit 2
+    ;;
+esac

@@ -149,6 +149,7 @@ def load_weights_into(
     *,
     allow_missing_ase: bool = False,
     parts: tuple[str, ...] | None = None,
+    drop_ase: bool = False,
 ) -> CheckpointInfo:
     """Load a checkpoint's weights into an existing ``model`` (whose spec may differ from the file's).
 
@@ -159,8 +160,17 @@ def load_weights_into(
 
     ``parts`` (e.g. ``("encoder",)``) loads only those top-level modules, checked as strictly, and leaves
     the rest at the model's own initialisation: how a new decoder starts on a trained backbone.
+
+    ``drop_ase`` ignores the file's ASE tensors, so the model's ASE keeps its identity initialisation (or
+    the model has none): a stage-2 file then seeds a run as if it were a stage-1 file. It implies
+    ``allow_missing_ase``.
     """
     info, tensors = _read(Path(path))
+    if drop_ase:
+        with torch.device("meta"):
+            source_ase = _ase_parameter_names(build_model(info.spec))
+        tensors = {name: tensor for name, tensor in tensors.items() if name not in source_ase}
+        allow_missing_ase = True
     if parts is None:
         load_state_into(model, tensors, allow_missing_ase=allow_missing_ase, source=str(info.path))
         return info

@@ -2,11 +2,11 @@
 # Train and score the paper's rows on the CPU (issue 16), resumably: rerun it and every run continues
 # from its last checkpoint; finished runs and existing evaluations are skipped.
 #
-#   bash tools/paper_rows.sh ablations   # Tables 4/5: LIIF p in {0.6, 0, 0.2, 0.4, 0.8}, w/o ASE, w/o FI
+#   bash tools/paper_rows.sh ablations   # LIIF stage 1, then Tables 4/5: p in {0.6, 0, 0.2, 0.4, 0.8}, w/o ASE, w/o FI
 #   bash tools/paper_rows.sh metasr      # Table 1/2 row: Meta-SR stage 1, then Algorithm 1
 #   bash tools/paper_rows.sh srno        # Table 1/2/3 row: SRNO stage 1, then Algorithm 1
 #   bash tools/paper_rows.sh scan ROW    # PSNR at all 30 scales x1.1-x4.0, auto width and full (Fig. 4)
-#   bash tools/paper_rows.sh base        # the vanilla LIIF row: the shipped stage-1 base, full width
+#   bash tools/paper_rows.sh full ROW    # x2/x3/x4 at full width only (for a stage-1 run)
 #
 # Runs land in runs/paper-cpu/<row>/ (model.safetensors, train.log, eval-234/, eval-scan/).
 set -euo pipefail
@@ -52,6 +52,8 @@ stage2=configs/train/paper-cpu/stage2.yaml
 stage1=configs/train/paper-cpu/stage1.yaml
 case "${1:-}" in
 ablations)
+    train liif-stage1 "$stage1" --set model.decoder.name=liif --set init_parts=all
+    score_full liif-stage1
     for p in 0.6 0 0.2 0.4 0.8; do
         train "liif-p$p" "$stage2" --set "reset_p=$p"
         score "liif-p$p"
@@ -67,14 +69,14 @@ metasr | srno)
     train "$1" "$stage2" --set "init_from=$root/$1-stage1/model.safetensors" --set "model.decoder.name=$1"
     score "$1"
     ;;
-base)
-    score_full liif-stage1 weights/stage1-liif-base.safetensors
+full)
+    score_full "$2"
     ;;
 scan)
     scan "$2"
     ;;
 *)
-    echo "usage: $0 ablations | metasr | srno | base | scan ROW" >&2
+    echo "usage: $0 ablations | metasr | srno | full ROW | scan ROW" >&2
     exit 2
     ;;
 esac

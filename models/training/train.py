@@ -55,6 +55,9 @@ class TrainConfig:
     #: the shipped LIIF base's EDSR-baseline under a fresh Meta-SR or SRNO decoder: the paper's rows share
     #: their backbone recipe, and on our compute a trained backbone is the budget we cannot re-spend).
     init_parts: str = "all"
+    #: Ignore ``init_from``'s ASE tensors: ASE restarts at identity (or the model has none). Lets a trained
+    #: stage-2 file seed a stage-1 run or an ablation, as if it were a stage-1 base.
+    init_drop_ase: bool = False
     #: The model, as a spec naming registered parts: ``{encoder: {name, args}, decoder: {name, args}}``.
     #: Omitted parts and arguments take the product defaults (EDSR-baseline + LIIF); stage 1 sets
     #: ``encoder: {name: edsr-baseline, args: {ase: false}}``.
@@ -279,7 +282,7 @@ def build_initial_model(config: TrainConfig) -> AnySR:
 
         # A stage-1 file has no ASE tensors; the rebuilt model's ASE then starts at its identity init.
         parts = None if config.init_parts == "all" else (config.init_parts,)
-        load_weights_into(config.init_from, model, allow_missing_ase=True, parts=parts)
+        load_weights_into(config.init_from, model, allow_missing_ase=True, parts=parts, drop_ase=config.init_drop_ase)
     return model
 
 

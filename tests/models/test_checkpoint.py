@@ -417,3 +417,29 @@ def test_parts_refuses_an_unknown_part(tmp_path: Path, tiny_model_factory: Calla
     path, _ = stage1_checkpoint(tmp_path, tiny_model_factory)
     with pytest.raises(CheckpointError, match=r"no part\(s\) \['backbone'\]"):
         load_weights_into(path, build_model(TINY_SPEC), allow_missing_ase=True, parts=("backbone",))
+
+
+def test_drop_ase_seeds_a_plain_or_fresh_ase_model_from_a_stage2_file(
+    tmp_path: Path, tiny_model_factory: Callable[..., AnySR]
+) -> None:
+    """A trained stage-2 file (ASE gates away from identity) seeds a stage-1 model (no ASE) and a fresh ASE
+    model alike: every non-ASE tensor copied, ASE left at its identity initialisation."""
+    stage2 = tiny_model_factory(seed=3)
+    with torch.no_grad():
+        for name, tensor in stage2.named_parameters():
+            if ".ase." in name:
+                tensor.add_(0.5)
+    path = tmp_path / "stage2.safetensors"
+    save_checkpoint(path, stage2, {"stage": 2})
+    plain = build_model(TINY_SPEC.replace_args(encoder={"ase": False}))
+    with pytest.raises(CheckpointError):
+        load_weights_into(path, plain)
+    load_weights_into(path, plain, drop_ase=True)
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, stage2.state_dict()[name]), name
+    fresh = build_model(TINY_SPEC)
+    identity = {name: tensor.clone() for name, tensor in fresh.state_dict().items() if ".ase." in name}
+    load_weights_into(path, fresh, drop_ase=True)
+    for name, tensor in fresh.state_dict().items():
+        expected = identity[name] if ".ase." in name else stage2.state_dict()[name]
+        assert torch.equal(tensor, expected), name

@@ -5,8 +5,9 @@
 #   bash tools/paper_rows.sh ablations   # LIIF stage 1, then Tables 4/5: p in {0.6, 0, 0.2, 0.4, 0.8}, w/o ASE, w/o FI
 #   bash tools/paper_rows.sh metasr      # Table 1/2 row: Meta-SR stage 1, then Algorithm 1
 #   bash tools/paper_rows.sh srno        # Table 1/2/3 row: SRNO stage 1, then Algorithm 1
-#   bash tools/paper_rows.sh scan ROW    # PSNR at all 30 scales x1.1-x4.0, auto width and full (Fig. 4)
+#   bash tools/paper_rows.sh scan ROW    # PSNR at all 30 scales x1.1-x4.0 at the group width (Fig. 4)
 #   bash tools/paper_rows.sh full ROW    # x2/x3/x4 at full width only (for a stage-1 run)
+#   bash tools/paper_rows.sh ship ROW    # copy a finished row and its evaluations into weights/rows/
 #
 # Runs land in runs/paper-cpu/<row>/ (model.safetensors, train.log, eval-234/, eval-scan/).
 set -euo pipefail
@@ -40,12 +41,25 @@ score_full() {  # score_full ROW [WEIGHTS]: x2/x3/x4 at full width only (a stage
         --threads "$threads" --quiet --out-dir "$root/$row/eval-234" >>"$root/$row/eval.log" 2>&1
 }
 
-scan() {  # scan ROW: all 30 scales (Fig. 4), auto and full width
+scan() {  # scan ROW: all 30 scales (Fig. 4) at the scale group's width (†), the served output
     local row=$1
     [ -f "$root/$row/eval-scan/eval.json" ] && return 0
     "$anysr" eval --weights "$root/$row/model.safetensors" --data "${sets[@]}" --scales 1.1:4.0:0.1 \
-        --widths auto,1.0 --compute-dtype bf16 --threads "$threads" --quiet --out-dir "$root/$row/eval-scan" \
+        --widths auto --compute-dtype bf16 --threads "$threads" --quiet --out-dir "$root/$row/eval-scan" \
         >>"$root/$row/eval.log" 2>&1
+}
+
+ship() {  # ship ROW: weights (stage-2 rows only; stage-1 files are reproducible and only their scores cited)
+    local row=$1 out=weights/rows
+    mkdir -p "$out/eval/$row"
+    case "$row" in *-stage1) ;; *) cp "$root/$row/model.safetensors" "$out/$row.safetensors" ;; esac
+    cp "$root/$row/eval-234/eval.json" "$out/eval/$row/x234.json"
+    cp "$root/$row/eval-234/eval.md" "$out/eval/$row/x234.md"
+    if [ -f "$root/$row/eval-scan/eval.json" ]; then
+        cp "$root/$row/eval-scan/eval.json" "$out/eval/$row/scan.json"
+        cp "$root/$row/eval-scan/eval.md" "$out/eval/$row/scan.md"
+    fi
+    cp "$root/$row/train.log" "$out/eval/$row/train.log"
 }
 
 stage2=configs/train/paper-cpu/stage2.yaml
@@ -75,8 +89,11 @@ full)
 scan)
     scan "$2"
     ;;
+ship)
+    ship "$2"
+    ;;
 *)
-    echo "usage: $0 ablations | metasr | srno | full ROW | scan ROW" >&2
+    echo "usage: $0 ablations | metasr | srno | full ROW | scan ROW | ship ROW" >&2
     exit 2
     ;;
 esac

@@ -97,8 +97,8 @@ PAPER_T5: dict[str, tuple[float, ...]] = {
 # Why a cell of ours is empty: said once, referenced from each table.
 NOT_TRAINED = {
     "ArbSR": "not trained: ArbSR adapts the backbone as well, and its stage 1 alone needs more than this CPU budget",
-    "RDN": "not trained: RDN-backbone rows need their own stage-1 base (RDN is ~14x EDSR-baseline's MACs per "
-    "LR pixel); no GPU was lent for it",
+    "RDN": "not trained: RDN-backbone rows need their own stage-1 base, and RDN costs 18x EDSR-baseline's FLOPs per "
+    "LR pixel (`anysr flops --encoder rdn`); no GPU was lent for it",
 }
 
 
@@ -109,10 +109,12 @@ class Row:
     key: str
     label: str
     weights: Path
+    #: Where its ×2/×3/×4 scores live when not in ``EVAL_DIR`` (the shipped file's own evaluation).
+    evaluation: Path | None = None
 
     @property
     def x234(self) -> Path:
-        return EVAL_DIR / self.key / "x234.json"
+        return self.evaluation or EVAL_DIR / self.key / "x234.json"
 
     @property
     def scan(self) -> Path:
@@ -122,7 +124,12 @@ class Row:
 def rows() -> dict[str, Row]:
     """Every row the tables can cite. The stage-1 files are the paper's "vanilla" methods at our budget."""
     table = [
-        Row("liif-shipped", "LIIF† / ‡ (shipped, long budget)", ROOT / "weights" / "anysr-edsr-liif.safetensors"),
+        Row(
+            "liif-shipped",
+            "LIIF† / ‡ (shipped, long budget)",
+            ROOT / "weights" / "anysr-edsr-liif.safetensors",
+            ROOT / "weights" / "eval" / "eval.json",
+        ),
     ]
     for key, label in [
         ("liif-stage1", "LIIF (stage 1)"),
@@ -298,17 +305,40 @@ def table_5(all_rows: dict[str, Row]) -> list[str]:
     return markdown_table(("setting", "source", *SIX_HEADER), body)
 
 
+def shipped_rows(all_rows: dict[str, Row]) -> list[str]:
+    """Every servable file: Set14 PSNR at the served (group) width beside the GFLOPs it costs for one 256²
+    output, so "better per FLOP" can be read off against the default LIIF file."""
+    from models.checkpoint import load_checkpoint
+    from models.flops import count_flops
+
+    body = []
+    for row in all_rows.values():
+        summary = load_summary(row.x234)
+        if not row.weights.exists() or not summary:
+            continue
+        model, info = load_checkpoint(row.weights)
+        cells = [f"`{row.weights.relative_to(ROOT)}`", info.spec.label, f"{info.parameter_count / 1e6:.2f}"]
+        for scale in SCALES:
+            out = 256
+            lr = round(out / scale)
+            gflops = count_flops(model, (lr, lr), (out, out), model.width_for_scale(scale)).total / 1e9
+            psnr = summary.get(("Set14", float(scale), "auto"))
+            cells.append(f"{fmt(psnr)} / {gflops:.1f}")
+        body.append(cells)
+    return markdown_table(("file", "parts", "params M", "Set14 ×2 † dB / GFLOPs", "×3", "×4"), body)
+
+
 def bicubic_margins(all_rows: dict[str, Row]) -> list[str]:
-    """Worst margin over bicubic of each row across the 30-scale scan, per set and width kind."""
+    """Worst margin over bicubic of each row across the 30-scale scan at the served (group) width, per set."""
     body = []
     for row in all_rows.values():
         summary = load_summary(row.scan)
         if not summary:
-            body.append([f"`{row.key}`", "not scanned (compute)", "", "", ""])
+            body.append([f"`{row.key}`", "not scanned (compute)", ""])
             continue
         cells = [f"`{row.key}`"]
         for dataset in DATASETS:
-            for which in ("auto", "w=1.0"):
+            for which in ("auto",):
                 margins = [
                     (value - summary[(d, s, "bicubic")], s)
                     for (d, s, r), value in summary.items()
@@ -320,7 +350,7 @@ def bicubic_margins(all_rows: dict[str, Row]) -> list[str]:
                 worst, at = min(margins)
                 cells.append(f"{worst:+.2f} dB at ×{at:g} ({len(margins)} scales)")
         body.append(cells)
-    return markdown_table(("row", "Set5 †", "Set5 ‡", "Set14 †", "Set14 ‡"), body)
+    return markdown_table(("row", "Set5 † (served width)", "Set14 † (served width)"), body)
 
 
 def plot_scans(all_rows: dict[str, Row]) -> list[str]:
@@ -336,6 +366,7 @@ def plot_scans(all_rows: dict[str, Row]) -> list[str]:
         summary = load_summary(row.scan)
         if not summary:
             continue
+        summary = {**load_summary(row.x234), **summary}  # full width (‡) is scored at ×2/×3/×4 only
         figure, axes = plt.subplots(1, len(DATASETS), figsize=(10, 3.6))
         for axis, dataset in zip(axes, DATASETS, strict=True):
             for which, label in (("bicubic", "bicubic"), ("auto", "† (group width)"), ("w=1.0", "‡ (full width)")):
@@ -365,6 +396,7 @@ def build(template: Path) -> str:
         "table4": table_4(all_rows),
         "table5": table_5(all_rows),
         "margins": bicubic_margins(all_rows),
+        "rows": shipped_rows(all_rows),
         "fig4": plot_scans(all_rows),
         "budgets": ["- " + training_line(row) for row in all_rows.values()],
     }

@@ -354,7 +354,8 @@ def bicubic_margins(all_rows: dict[str, Row]) -> list[str]:
 
 
 def plot_scans(all_rows: dict[str, Row]) -> list[str]:
-    """Fig. 4 style: PSNR against scale for bicubic, † and ‡, one PNG per scanned row."""
+    """Fig. 4 style: PSNR against scale for bicubic, † and ‡, one PNG per row (×2/×3/×4 alone where the
+    30-scale scan did not fit the compute)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,17 +364,17 @@ def plot_scans(all_rows: dict[str, Row]) -> list[str]:
     PLOTS.mkdir(parents=True, exist_ok=True)
     lines = []
     for row in all_rows.values():
-        summary = load_summary(row.scan)
+        scanned = load_summary(row.scan)
+        summary = {**load_summary(row.x234), **scanned}  # full width (‡) is scored at ×2/×3/×4 only
         if not summary:
             continue
-        summary = {**load_summary(row.x234), **summary}  # full width (‡) is scored at ×2/×3/×4 only
         figure, axes = plt.subplots(1, len(DATASETS), figsize=(10, 3.6))
         for axis, dataset in zip(axes, DATASETS, strict=True):
             for which, label in (("bicubic", "bicubic"), ("auto", "† (group width)"), ("w=1.0", "‡ (full width)")):
                 points = sorted((s, v) for (d, s, r), v in summary.items() if d == dataset and r == which)
                 if points:
                     axis.plot(*zip(*points), marker=".", label=label)
-            axis.set_title(f"{row.key}: {dataset}")
+            axis.set_title(f"{row.key}: {dataset}" + ("" if scanned else " (×2/×3/×4 only: not scanned)"))
             axis.set_xlabel("scale")
             axis.set_ylabel("PSNR (dB, Y)")
             axis.grid(alpha=0.3)

@@ -60,6 +60,7 @@ ship() {  # ship ROW: weights (stage-2 rows only; stage-1 files are reproducible
         cp "$root/$row/eval-scan/eval.md" "$out/eval/$row/scan.md"
     fi
     cp "$root/$row/train.log" "$out/eval/$row/train.log"
+    cp "$root/$row/config.json" "$out/eval/$row/train-config.json"
 }
 
 stage2=configs/train/paper-cpu/stage2.yaml

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS_DIR = ROOT / "weights" / "rows"
 EVAL_DIR = ROWS_DIR / "eval"
@@ -134,7 +136,8 @@ def rows() -> dict[str, Row]:
     for key, label in [
         ("liif-stage1", "LIIF (stage 1)"),
         ("metasr-stage1", "Meta-SR (stage 1)"),
-        ("metasr", "Meta-SR AnySR"),
+        ("metasr", "Meta-SR AnySR (paper mode: the decoder is not sliced)"),
+        ("metasr-slim", "Meta-SR AnySR, slim decoder (scored, not shipped)"),
         ("srno-stage1", "SRNO (stage 1)"),
         ("srno", "SRNO AnySR"),
         ("liif-p0.6", "LIIF AnySR, p = 0.6"),
@@ -173,7 +176,8 @@ def fmt(value: float | None, reference: float | None = None) -> str:
         return "—"
     if reference is None:
         return f"{value:.2f}"
-    return f"{value:.2f} ({value - reference:+.2f})"
+    delta = value - reference
+    return f"{value:.2f} ({0.0 if abs(delta) < 0.005 else delta:+.2f})"  # no "-0.00"
 
 
 def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
@@ -189,18 +193,27 @@ def training_line(row: Row) -> str:
     """Budget of one row from its checkpoint's own record: steps × batch × patch, seconds, start point."""
     from models.checkpoint import read_checkpoint_info
 
-    if not row.weights.exists():
-        return f"`{row.key}`: weights not present"
-    training = read_checkpoint_info(row.weights).training or {}
-    config = training.get("config")
+    config_file = row.x234.parent / "train-config.json"
+    if row.x234.exists() and config_file.exists():  # shipped or not: the evaluation and the run's config
+        training = json.loads(row.x234.read_text())["weights"].get("training") or {}
+        config = json.loads(config_file.read_text())
+    elif row.weights.exists():
+        training = read_checkpoint_info(row.weights).training or {}
+        config = training.get("config")
+    else:
+        return f"`{row.key}`: not trained"
     if not config:
         return f"`{row.key}`: see weights/MODEL_CARD.md (trained before checkpoints recorded their config)"
+    if row.key == "liif-shipped":
+        return "`liif-shipped`: a six-link chain, 470,320 patches of 48² in all; see weights/MODEL_CARD.md"
     start = config.get("init_from") or "scratch"
+    reset = f"p = {config['reset_p']}, " if config["stage"] == 2 else ""
     parts = "" if config.get("init_parts", "all") == "all" else f" ({config['init_parts']} only)"
+    parts += ", its ASE dropped" if config.get("init_drop_ase") else ""
     return (
         f"`{row.key}`: stage {config['stage']}, {training['step']} steps × batch {config['batch_size']} of "
         f"{config['patch']}² LR patches ({config['queries']} queries), lr {config['lr']:g} (cosine from "
-        f"{config['decay_start']:.0%}), p = {config['reset_p']}, {'bf16' if config['bf16'] else 'fp32'}, "
+        f"{config['decay_start']:.0%}), {reset}{'bf16' if config['bf16'] else 'fp32'}, "
         f"{training['elapsed_s']:.0f} s; from `{start}`{parts}"
     )
 
@@ -234,6 +247,11 @@ def table_1_2(all_rows: dict[str, Row], dagger: str) -> list[str]:
         body.append([f"EDSR {names[0]}", f"ours (`{vanilla_key}`)", *map(fmt, vanilla)])
         body.append([f"EDSR {names[1]}", "paper", *(fmt(a, b) for a, b in zip(anysr_paper, vanilla_paper))])
         body.append([f"EDSR {names[1]}", f"ours (`{anysr_key}`)", *(fmt(a, b) for a, b in zip(anysr, vanilla))])
+        variant = all_rows.get(f"{anysr_key}-slim")
+        if variant is not None and variant.x234.exists():
+            slim = ours_six(variant, which)
+            label = f"ours (`{variant.key}`, slim decoder)"
+            body.append([f"EDSR {names[1]}", label, *(fmt(a, b) for a, b in zip(slim, vanilla))])
     shipped = ours_six(all_rows["liif-shipped"], which)
     body.append([f"EDSR LIIF{dagger}", "ours, shipped (long budget)", *map(fmt, shipped)])
     body.append(["RDN (all four methods)", "ours", NOT_TRAINED["RDN"], "", "", "", "", ""])
@@ -241,22 +259,27 @@ def table_1_2(all_rows: dict[str, Row], dagger: str) -> list[str]:
 
 
 def table_3(all_rows: dict[str, Row]) -> list[str]:
-    """SRNO on EDSR, Set14: parameters, PSNR and FLOPs at one output size (480²) for every scale."""
-    from models.checkpoint import load_checkpoint
+    """SRNO on EDSR, Set14: parameters, PSNR and FLOPs at one output size (480²) for every scale.
+
+    Parameters and FLOPs need only the architecture, which each evaluation records (``weights.spec``), so
+    the unshipped stage-1 file counts too."""
+    from models.anysr import build_model
     from models.flops import count_flops
+    from models.spec import ModelSpec
 
     vanilla_row, anysr_row = all_rows["srno-stage1"], all_rows["srno"]
-    if not (vanilla_row.weights.exists() and anysr_row.weights.exists()):
+    if not (vanilla_row.x234.exists() and anysr_row.x234.exists()):
         return ["(SRNO rows not trained: no Table 3.)"]
-    vanilla_psnr = load_summary(vanilla_row.x234)
-    anysr_psnr = load_summary(anysr_row.x234)
     body = []
-    for label, row, summary, which in [
-        ("SRNO (stage 1)", vanilla_row, vanilla_psnr, "w=1.0"),
-        ("SRNO†", anysr_row, anysr_psnr, "auto"),
-        ("SRNO‡", anysr_row, anysr_psnr, "w=1.0"),
+    for label, row, which in [
+        ("ours SRNO (stage 1)", vanilla_row, "w=1.0"),
+        ("ours SRNO†", anysr_row, "auto"),
+        ("ours SRNO‡", anysr_row, "w=1.0"),
     ]:
-        model, _ = load_checkpoint(row.weights)
+        record = json.loads(row.x234.read_text())
+        with torch.device("meta"):
+            model = build_model(ModelSpec.from_dict(record["weights"]["spec"]))
+        summary = load_summary(row.x234)
         params = sum(p.numel() for p in model.parameters())
         encoder_params = sum(p.numel() for p in model.encoder.parameters())
         cells = [label, f"{encoder_params / 1e6:.2f} / {params / 1e6:.2f}"]
@@ -269,14 +292,13 @@ def table_3(all_rows: dict[str, Row]) -> list[str]:
         body.append(cells)
     paper_body = []
     for label, (params_m, cells3) in PAPER_T3.items():
-        paper_body.append(
-            [f"paper {label}", f"{params_m:.2f}", *[x for psnr, g in cells3 for x in (fmt(psnr), f"{g:.2f}")]]
-        )
+        paper_cells = [x for psnr, gflops in cells3 for x in (fmt(psnr), f"{gflops:.2f}")]
+        paper_body.append([f"paper {label}", f"{params_m:.2f}", *paper_cells])
     header = (
         "row",
         "params M (encoder / all)",
         "×2 PSNR",
-        "×2 GFLOPs (enc / all)",
+        "×2 GFLOPs (encoder / all)",
         "×3 PSNR",
         "×3 GFLOPs",
         "×4 PSNR",

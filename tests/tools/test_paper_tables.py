@@ -48,5 +48,5 @@ def test_bicubic_margin_is_the_worst_scale_per_set_and_width(eval_dir: Path) -> 
     write_eval(eval_dir / "metasr", "scan.json", cells)
     lines = paper_tables.bicubic_margins(paper_tables.rows())
     line = next(line for line in lines if "`metasr`" in line)
-    assert "-0.20 dB at ×4 (3 scales)" in line and "-0.10 dB at ×4 (3 scales)" in line
+    assert line.count("-0.20 dB at ×4 (3 scales)") == 2
     assert "not scanned" in next(line for line in lines if "`srno`" in line)

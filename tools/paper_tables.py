@@ -111,8 +111,9 @@ class Row:
     key: str
     label: str
     weights: Path
-    #: Where its ×2/×3/×4 scores live when not in ``EVAL_DIR`` (the shipped file's own evaluation).
+    #: Where its ×2/×3/×4 scores and its 30-scale scan live when not in ``EVAL_DIR`` (the shipped file's).
     evaluation: Path | None = None
+    scan_evaluation: Path | None = None
 
     @property
     def x234(self) -> Path:
@@ -120,7 +121,7 @@ class Row:
 
     @property
     def scan(self) -> Path:
-        return EVAL_DIR / self.key / "scan.json"
+        return self.scan_evaluation or EVAL_DIR / self.key / "scan.json"
 
 
 def rows() -> dict[str, Row]:
@@ -131,6 +132,7 @@ def rows() -> dict[str, Row]:
             "LIIF† / ‡ (shipped, long budget)",
             ROOT / "weights" / "anysr-edsr-liif.safetensors",
             ROOT / "weights" / "eval" / "eval.json",
+            ROOT / "weights" / "eval" / "h200-sweep" / "eval.json",  # every width, 30 scales, on an H200
         ),
     ]
     for key, label in [

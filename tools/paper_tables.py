@@ -16,8 +16,13 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from models.anysr import AnySR
+    from models.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS_DIR = ROOT / "weights" / "rows"
@@ -260,12 +265,19 @@ def table_1_2(all_rows: dict[str, Row], dagger: str) -> list[str]:
     return markdown_table(("row", "source", *SIX_HEADER), body)
 
 
+def architecture(spec: ModelSpec) -> AnySR:
+    """The model a spec describes, on the meta device: parameter counts and FLOPs without loading weights."""
+    from models.anysr import build_model
+
+    with torch.device("meta"):
+        return build_model(spec)
+
+
 def table_3(all_rows: dict[str, Row]) -> list[str]:
     """SRNO on EDSR, Set14: parameters, PSNR and FLOPs at one output size (480²) for every scale.
 
     Parameters and FLOPs need only the architecture, which each evaluation records (``weights.spec``), so
     the unshipped stage-1 file counts too."""
-    from models.anysr import build_model
     from models.flops import count_flops
     from models.spec import ModelSpec
 
@@ -279,8 +291,7 @@ def table_3(all_rows: dict[str, Row]) -> list[str]:
         ("ours SRNO‡", anysr_row, "w=1.0"),
     ]:
         record = json.loads(row.x234.read_text())
-        with torch.device("meta"):
-            model = build_model(ModelSpec.from_dict(record["weights"]["spec"]))
+        model = architecture(ModelSpec.from_dict(record["weights"]["spec"]))
         summary = load_summary(row.x234)
         params = sum(p.numel() for p in model.parameters())
         encoder_params = sum(p.numel() for p in model.encoder.parameters())
@@ -332,7 +343,7 @@ def table_5(all_rows: dict[str, Row]) -> list[str]:
 def shipped_rows(all_rows: dict[str, Row]) -> list[str]:
     """Every servable file: Set14 PSNR at the served (group) width beside the GFLOPs it costs for one 256²
     output, so "better per FLOP" can be read off against the default LIIF file."""
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import read_checkpoint_info
     from models.flops import count_flops
 
     body = []
@@ -340,7 +351,8 @@ def shipped_rows(all_rows: dict[str, Row]) -> list[str]:
         summary = load_summary(row.x234)
         if not row.weights.exists() or not summary:
             continue
-        model, info = load_checkpoint(row.weights)
+        info = read_checkpoint_info(row.weights)  # FLOPs need the architecture only, not the weights
+        model = architecture(info.spec)
         cells = [f"`{row.weights.relative_to(ROOT)}`", info.spec.label, f"{info.parameter_count / 1e6:.2f}"]
         for scale in SCALES:
             out = 256

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.kernels import spatial_mean
 from models.parts import Regions
 from models.slicing import prefix_box
 
@@ -63,12 +64,22 @@ class AnyScaleEnhancement(nn.Module):
         return torch.cat(pieces, dim=1)
 
     def forward(self, features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Gate ``features`` (B, k, h, w) given per-sample ``scale`` (B, 2) = (s_h, s_w)."""
+        """Gate ``features`` (B, k, h, w) given per-sample ``scale`` (B, 2) = (s_h, s_w).
+
+        The gate's MLP runs in float32 with autocast off, whatever the features' dtype: it is a few
+        thousand multiply-adds per image, and under CPU autocast each of its two bf16 products cost
+        ~8 ms (more than a 64-channel 3×3 convolution of a 64² map), while in float32 they take
+        microseconds. Only the gate is cast to the features' dtype for the product.
+        """
         channels = features.shape[1]
-        vector = self.build_vector(features.mean(dim=(2, 3)), scale)
-        hidden = F.relu(F.linear(vector, self.fc1.weight[:, : vector.shape[1]], self.fc1.bias))
-        gate = 2.0 * torch.sigmoid(F.linear(hidden, self.fc2.weight[:channels], self.fc2.bias[:channels]))
-        return features * gate[:, :, None, None]
+        pooled = spatial_mean(features).float()
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            vector = self.build_vector(pooled, scale.float())
+            fc1_weight = self.fc1.weight[:, : vector.shape[1]].float()
+            hidden = F.relu(F.linear(vector, fc1_weight, self.fc1.bias.float()))
+            fc2_weight, fc2_bias = self.fc2.weight[:channels].float(), self.fc2.bias[:channels].float()
+            gate = 2.0 * torch.sigmoid(F.linear(hidden, fc2_weight, fc2_bias))
+        return features * gate.to(features.dtype)[:, :, None, None]
 
     def macs(self, channels: int) -> int:
         """MACs of one gate for ``channels`` active channels (once per image, whatever its size)."""

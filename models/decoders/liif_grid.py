@@ -28,6 +28,7 @@ import torch
 
 from models.decoders.liif import LIIFDecoder, nearest_cells
 from models.geometry import row_segments
+from models.kernels import relu_
 from models.parts import per_image
 
 #: The four ensemble shifts in LIIF's order; prediction k is weighted by the area of prediction 3 - k.
@@ -197,7 +198,7 @@ class GridDecoder:
             if self.row_major:
                 target = spare[: rows * weight.shape[1]].view(rows, weight.shape[1])
                 torch.addmm(bias, current, weight, out=target)
-                target.relu_()
+                relu_(target)
             else:
                 target = spare[: rows * weight.shape[0]].view(weight.shape[0], rows)
                 torch.mm(weight, current, out=target)
@@ -218,4 +219,4 @@ def _add_relu_(target: torch.Tensor, addend: torch.Tensor) -> torch.Tensor:
     """``target = relu(target + addend)`` in place, in one pass where PyTorch has the fused CPU kernel."""
     if target.device.type == "cpu" and target.dtype == torch.float32 and target.is_contiguous():
         return torch.ops.aten._add_relu_(target, addend)
-    return target.add_(addend).relu_()
+    return relu_(target.add_(addend))

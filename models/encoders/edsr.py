@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.ase import AnyScaleEnhancement
+from models.kernels import relu_inference
 from models.parts import Encoder, Regions, StageHook, prefixed
 from models.registry import PartConfig, register_encoder
 from models.slicing import SlicedConv2d, prefix_box
@@ -68,7 +68,7 @@ class AnySRBlock(nn.Module):
         hidden = self.conv1.forward_sliced(x, channels)
         if self.ase is not None:
             hidden = self.ase(hidden, scale)
-        return x + self.conv2.forward_sliced(F.relu(hidden))
+        return x + self.conv2.forward_sliced(relu_inference(hidden))
 
 
 @register_encoder(

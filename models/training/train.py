@@ -74,6 +74,10 @@ class TrainConfig:
     scale_max: float = 4.0
     #: Algorithm 1's reset probability: train the full network instead of the group's subnet.
     reset_p: float = 0.6
+    #: Stage 2: relative draw weight of each scale group (one per group, e.g. [2, 1, 1, 1] draws the
+    #: x1.0-x1.75 group twice as often as each other). None: uniform, the paper's Algorithm 1. Lets a
+    #: weak group (the narrowest subnet at small scales) get more of a fixed budget without more steps.
+    group_weights: list[float] | None = None
     seed: int = 0
     bf16: bool = True
     channels_last: bool = True
@@ -106,6 +110,12 @@ class TrainConfig:
             raise ValueError(f"init_parts must be 'all' or 'encoder', got {config.init_parts!r}")
         if not 0.0 <= config.reset_p <= 1.0:
             raise ValueError(f"reset_p must be in [0, 1], got {config.reset_p}")
+        if config.group_weights is not None:
+            weights = config.group_weights
+            if len(weights) != GROUP_COUNT or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+                raise ValueError(
+                    f"group_weights must be {GROUP_COUNT} non-negative numbers with a positive sum, got {weights}"
+                )
         resolve_spec(config.model_spec())  # unknown parts or arguments fail here, not after data loading
         return config
 
@@ -130,16 +140,31 @@ def draw_scale_and_width(
     config: TrainConfig, generator: torch.Generator, widths: tuple[float, ...] = WIDTHS
 ) -> tuple[float, float]:
     """(scale, width) of the next batch. Stage 1: s ~ U(min, max) at full width. Stage 2 (Algorithm 1):
-    group t uniform, s ~ U(interval of t), the model's width w_t for that group (``widths``), reset to full
-    width with probability ``reset_p``."""
+    group t uniform (or by ``group_weights``), s ~ U(interval of t), the model's width w_t for that group
+    (``widths``), reset to full width with probability ``reset_p``. Uniform groups keep the exact draw
+    sequence of runs made before ``group_weights`` existed."""
     draws = torch.rand(3, generator=generator).tolist()
     if config.stage == 1:
         return config.scale_min + draws[0] * (config.scale_max - config.scale_min), 1.0
-    group = min(int(draws[0] * GROUP_COUNT), GROUP_COUNT - 1)
+    if config.group_weights is None:
+        group = min(int(draws[0] * GROUP_COUNT), GROUP_COUNT - 1)
+    else:
+        group = pick_weighted(draws[0], config.group_weights)
     low, high = GROUP_INTERVALS[group]
     scale = low + draws[1] * (high - low)
     width = 1.0 if draws[2] < config.reset_p else group_width(group, widths)
     return scale, width
+
+
+def pick_weighted(draw: float, weights: list[float]) -> int:
+    """Index i with probability weights[i] / sum(weights), for a draw in [0, 1); zero weights never win."""
+    target = draw * sum(weights)
+    cumulative = 0.0
+    for index, weight in enumerate(weights):
+        cumulative += weight
+        if target < cumulative:
+            return index
+    return max(i for i, w in enumerate(weights) if w > 0)  # draw * total rounded up to the total
 
 
 class BatchProducer:

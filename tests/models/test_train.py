@@ -27,6 +27,7 @@ from models.training.train import (
     TrainConfig,
     build_initial_model,
     draw_scale_and_width,
+    pick_weighted,
     learning_rate,
     train,
     train_step,
@@ -121,6 +122,29 @@ def test_reset_probability_extremes(reset_p: float, narrow: bool) -> None:
         assert width == (WIDTHS[scale_group(scale)] if narrow else 1.0)
 
 
+def test_group_weights_shift_the_group_mix_and_nothing_else() -> None:
+    config = TrainConfig(stage=2, init_from="unused.safetensors", reset_p=0.6, group_weights=[2, 1, 1, 0])
+    count = 20_000
+    samples = draws(config, count, seed=3)
+    shares = [sum(scale_group(scale) == g for scale, _ in samples) / count for g in range(len(WIDTHS))]
+    # 2:1:1:0 -> 1/2, 1/4, 1/4, 0 (binomial sd <= 0.0036; tolerance 4 sd); a zero weight never draws.
+    assert shares == pytest.approx([0.5, 0.25, 0.25, 0.0], abs=0.015)
+    for scale, width in samples:
+        assert width in {WIDTHS[scale_group(scale)], 1.0}
+
+
+def test_uniform_group_weights_match_the_unweighted_draws() -> None:
+    plain = TrainConfig(stage=2, init_from="unused.safetensors")
+    weighted = TrainConfig(stage=2, init_from="unused.safetensors", group_weights=[1, 1, 1, 1])
+    groups = [[scale_group(scale) for scale, _ in draws(config, 2_000, seed=4)] for config in (plain, weighted)]
+    assert groups[0] == groups[1]
+
+
+def test_pick_weighted_edges() -> None:
+    assert [pick_weighted(d, [1, 0, 3]) for d in (0.0, 0.2499, 0.25, 0.9999999)] == [0, 0, 2, 2]
+    assert pick_weighted(1.0, [1, 1, 0]) == 1  # a draw rounded up to the total lands on the last live group
+
+
 def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"stepz": 3})
@@ -130,6 +154,9 @@ def test_config_rejects_bad_values() -> None:
         TrainConfig.from_dict({"stage": 2})
     with pytest.raises(ValueError, match=r"reset_p must be in \[0, 1\], got 1.5"):
         TrainConfig.from_dict({"stage": 2, "init_from": "x", "reset_p": 1.5})
+    for weights in ([1, 1, 1], [1, -1, 1, 1], [0, 0, 0, 0]):
+        with pytest.raises(ValueError, match="group_weights must be 4 non-negative numbers"):
+            TrainConfig.from_dict({"stage": 2, "init_from": "x", "group_weights": weights})
     with pytest.raises(ValueError, match="init_parts must be 'all' or 'encoder', got 'decoder'"):
         TrainConfig.from_dict({"init_parts": "decoder"})
 

@@ -27,8 +27,8 @@ from models.training.train import (
     TrainConfig,
     build_initial_model,
     draw_scale_and_width,
-    pick_weighted,
     learning_rate,
+    pick_weighted,
     train,
     train_step,
 )

@@ -340,6 +340,33 @@ def table_5(all_rows: dict[str, Row]) -> list[str]:
     return markdown_table(("setting", "source", *SIX_HEADER), body)
 
 
+#: Repeats of the common ablation row (``liif-p0.6``, seed 11) with other seeds: other patches and scales
+#: in another order, same start and budget. Only their evaluations are kept (``EVAL_DIR/<key>/x234.json``).
+SEED_REPEATS = ("liif-p0.6-seed12", "liif-p0.6-seed13")
+
+
+def seed_spread() -> list[str]:
+    """Table 4/5's noise floor: the same row trained with three seeds, each cell's values and their range.
+
+    A difference between two single-seed rows smaller than this range is not evidence of anything."""
+    keys = ("liif-p0.6", *SEED_REPEATS)
+    runs = {key: load_summary(EVAL_DIR / key / "x234.json") for key in keys}
+    present = [key for key in keys if runs[key]]
+    if len(present) < 2:
+        return ["(fewer than two seeds evaluated: no spread to report.)"]
+    body = []
+    for dagger, which in (("‡", "w=1.0"), ("†", "auto")):
+        per_seed = [six(runs[key], which) for key in present]
+        for key, values in zip(present, per_seed):
+            body.append([f"AnySR{dagger}, `{key}`", *map(fmt, values)])
+        spread = []
+        for cell in zip(*per_seed):
+            known = [value for value in cell if value is not None]
+            spread.append(f"{max(known) - min(known):.2f}" if len(known) >= 2 else "—")
+        body.append([f"AnySR{dagger}: range over {len(present)} seeds", *spread])
+    return markdown_table(("run", *SIX_HEADER), body)
+
+
 def shipped_rows(all_rows: dict[str, Row]) -> list[str]:
     """Every servable file: Set14 PSNR at the served (group) width beside the GFLOPs it costs for one 256²
     output, so "better per FLOP" can be read off against the default LIIF file."""
@@ -432,6 +459,7 @@ def build(template: Path) -> str:
         "table3": table_3(all_rows),
         "table4": table_4(all_rows),
         "table5": table_5(all_rows),
+        "seeds": seed_spread(),
         "margins": bicubic_margins(all_rows),
         "rows": shipped_rows(all_rows),
         "fig4": plot_scans(all_rows),

@@ -50,3 +50,18 @@ def test_bicubic_margin_is_the_worst_scale_per_set_and_width(eval_dir: Path) -> 
     line = next(line for line in lines if "`metasr`" in line)
     assert line.count("-0.20 dB at ×4 (3 scales)") == 2
     assert "not scanned" in next(line for line in lines if "`srno`" in line)
+
+
+def test_seed_spread_is_the_range_of_each_cell_over_the_seeds(eval_dir: Path) -> None:
+    assert "fewer than two seeds" in paper_tables.seed_spread()[0]
+    for key, offset in (("liif-p0.6", 0.0), ("liif-p0.6-seed12", 0.03), ("liif-p0.6-seed13", -0.05)):
+        cells = {
+            (d, float(s), r): 32.0 + offset for d in ("Set5", "Set14") for s in (2, 3, 4) for r in ("auto", "w=1.0")
+        }
+        cells[("Set14", 4.0, "auto")] = 28.0  # one cell that every seed agrees on
+        write_eval(eval_dir / key, "x234.json", cells)
+    lines = paper_tables.seed_spread()
+    full = next(line for line in lines if "‡: range over 3 seeds" in line)
+    sub = next(line for line in lines if "†: range over 3 seeds" in line)
+    assert full.split(" | ")[1:] == ["0.08"] * 5 + ["0.08 |"]
+    assert sub.split(" | ")[1:] == ["0.08"] * 5 + ["0.00 |"]

@@ -145,6 +145,7 @@ def rows() -> dict[str, Row]:
         ("metasr-stage1", "Meta-SR (stage 1)"),
         ("metasr", "Meta-SR AnySR (paper mode: the decoder is not sliced)"),
         ("metasr-slim", "Meta-SR AnySR, slim decoder (scored, not shipped)"),
+        ("metasr-long", "Meta-SR AnySR (paper mode), 3× stage 2, the ×1.1–1.7 group drawn 2:1:1:1"),
         ("srno-stage1", "SRNO (stage 1)"),
         ("srno", "SRNO AnySR"),
         ("liif-p0.6", "LIIF AnySR, p = 0.6"),
@@ -215,6 +216,8 @@ def training_line(row: Row) -> str:
         return "`liif-shipped`: a six-link chain, 470,320 patches of 48² in all; see weights/MODEL_CARD.md"
     start = config.get("init_from") or "scratch"
     reset = f"p = {config['reset_p']}, " if config["stage"] == 2 else ""
+    if config.get("group_weights"):
+        reset += f"groups drawn {':'.join(f'{w:g}' for w in config['group_weights'])}, "
     parts = "" if config.get("init_parts", "all") == "all" else f" ({config['init_parts']} only)"
     parts += ", its ASE dropped" if config.get("init_drop_ase") else ""
     return (
@@ -227,6 +230,13 @@ def training_line(row: Row) -> str:
 
 def ours_six(row: Row, which: str) -> tuple[float | None, ...]:
     return six(load_summary(row.x234), which)
+
+
+#: Extra rows of a method in Tables 1 and 2, by key suffix: not at the table's equal budget, so labelled.
+VARIANTS = {
+    "-slim": "slim decoder",
+    "-long": "3× the stage-2 steps, ×1.1–1.7 drawn 2:1:1:1; not the equal budget",
+}
 
 
 def table_1_2(all_rows: dict[str, Row], dagger: str) -> list[str]:
@@ -254,11 +264,12 @@ def table_1_2(all_rows: dict[str, Row], dagger: str) -> list[str]:
         body.append([f"EDSR {names[0]}", f"ours (`{vanilla_key}`)", *map(fmt, vanilla)])
         body.append([f"EDSR {names[1]}", "paper", *(fmt(a, b) for a, b in zip(anysr_paper, vanilla_paper))])
         body.append([f"EDSR {names[1]}", f"ours (`{anysr_key}`)", *(fmt(a, b) for a, b in zip(anysr, vanilla))])
-        variant = all_rows.get(f"{anysr_key}-slim")
-        if variant is not None and variant.x234.exists():
-            slim = ours_six(variant, which)
-            label = f"ours (`{variant.key}`, slim decoder)"
-            body.append([f"EDSR {names[1]}", label, *(fmt(a, b) for a, b in zip(slim, vanilla))])
+        for suffix, note in VARIANTS.items():
+            variant = all_rows.get(f"{anysr_key}{suffix}")
+            if variant is not None and variant.x234.exists():
+                scores = ours_six(variant, which)
+                label = f"ours (`{variant.key}`, {note})"
+                body.append([f"EDSR {names[1]}", label, *(fmt(a, b) for a, b in zip(scores, vanilla))])
     shipped = ours_six(all_rows["liif-shipped"], which)
     body.append([f"EDSR LIIF{dagger}", "ours, shipped (long budget)", *map(fmt, shipped)])
     body.append(["RDN (all four methods)", "ours", NOT_TRAINED["RDN"], "", "", "", "", ""])

@@ -5,6 +5,8 @@
 #   bash tools/paper_rows.sh ablations   # LIIF stage 1, then Tables 4/5: p in {0.6, 0, 0.2, 0.4, 0.8}, w/o ASE, w/o FI
 #   bash tools/paper_rows.sh metasr      # Table 1/2 row: Meta-SR stage 1, then Algorithm 1
 #   bash tools/paper_rows.sh srno        # Table 1/2/3 row: SRNO stage 1, then Algorithm 1
+#   bash tools/paper_rows.sh metasr-long # Meta-SR (paper mode), 3x stage 2 with the x1.1-1.7 group drawn 2:1:1:1
+#   bash tools/paper_rows.sh seeds       # liif-p0.6 again with seeds 12 and 13: Table 4/5's noise floor
 #   bash tools/paper_rows.sh scan ROW    # PSNR at all 30 scales x1.1-x4.0 at the group width (Fig. 4)
 #   bash tools/paper_rows.sh full ROW    # x2/x3/x4 at full width only (for a stage-1 run)
 #   bash tools/paper_rows.sh ship ROW    # copy a finished row and its evaluations into weights/rows/
@@ -49,10 +51,11 @@ scan() {  # scan ROW: all 30 scales (Fig. 4) at the scale group's width (†), t
         >>"$root/$row/eval.log" 2>&1
 }
 
-ship() {  # ship ROW: weights (stage-2 rows only; stage-1 files are reproducible and only their scores cited)
+ship() {  # ship ROW: evaluations, training log and config; weights for deliverable rows only
     local row=$1 out=weights/rows
     mkdir -p "$out/eval/$row"
-    case "$row" in *-stage1) ;; *) cp "$root/$row/model.safetensors" "$out/$row.safetensors" ;; esac
+    # Stage-1 files and seed repeats: only their scores are cited, the files are reproducible.
+    case "$row" in *-stage1 | *-seed*) ;; *) cp "$root/$row/model.safetensors" "$out/$row.safetensors" ;; esac
     cp "$root/$row/eval-234/eval.json" "$out/eval/$row/x234.json"
     cp "$root/$row/eval-234/eval.md" "$out/eval/$row/x234.md"
     if [ -f "$root/$row/eval-scan/eval.json" ]; then
@@ -90,6 +93,21 @@ metasr | srno)
     train "$1" "$stage2" --set "init_from=$root/$1-stage1/model.safetensors" --set "model.decoder.name=$1"
     score "$1"
     ;;
+metasr-long)
+    # The equal-budget paper-mode Meta-SR misses bicubic at x1.1 on Set5: its w = 0.5 subnet had 80
+    # steps. Same start, 3x the stage-2 steps, the x1.1-1.7 group drawn twice as often as each other.
+    train metasr-long "$stage2" --set "init_from=$root/metasr-stage1/model.safetensors" \
+        --set model.decoder.name=metasr --set model.decoder.args.slim=false \
+        --set 'group_weights=[2,1,1,1]' --set steps=2400
+    score metasr-long
+    scan metasr-long
+    ;;
+seeds)
+    for seed in 12 13; do
+        train "liif-p0.6-seed$seed" "$stage2" --set "seed=$seed"
+        score "liif-p0.6-seed$seed"
+    done
+    ;;
 full)
     score_full "$2"
     ;;
@@ -100,7 +118,7 @@ ship)
     ship "$2"
     ;;
 *)
-    echo "usage: $0 ablations | metasr | srno | full ROW | scan ROW | ship ROW" >&2
+    echo "usage: $0 ablations | metasr | srno | metasr-long | seeds | full ROW | scan ROW | ship ROW" >&2
     exit 2
     ;;
 esac
